@@ -1,0 +1,292 @@
+"""The World contract: storage, queue and streams behind one interface.
+
+The runtime talks to persistence only through these classes; `world_local` implements
+them on the file system and any other World (Postgres, ...) must pass the same
+conformance suite (`tests/world_contract/`). Every method states its promise and the
+typed errors (`wf.runtime.errors`) it raises.
+
+Conventions shared by every World:
+- All state changes go through `events.create` / `events.create_batch`; runs, steps,
+  hooks and waits are materialized views of the log, never written directly.
+- Legality of an event is decided by `wf.runtime.state_machine.plan`, not re-invented.
+- Ids that reach storage (run, step, hook, wait ids, stream names, tokens) are validated
+  or hashed; a bad one raises `InvalidIdError`.
+- Payload values are opaque JSON-compatible data (serialized by the runtime).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .entities import Event, Hook, HookStatus, Page, Run, RunStatus, Step, Wait, WaitStatus
+
+#: The queue that carries "replay workflow run R" messages, with payload {"run_id": R}.
+WORKFLOW_QUEUE = "workflow"
+#: The queue that carries "run step S of run R" messages, with payload {"run_id": R, "step_id": S}.
+STEP_QUEUE = "step"
+
+
+def workflow_message_key(run_id: str) -> str:
+    """Idempotency key of a run's workflow message: at most one is waiting per run."""
+    return f"run:{run_id}"
+
+
+def step_message_key(run_id: str, step_id: str) -> str:
+    """Idempotency key of a step's message: at most one is waiting per step."""
+    return f"step:{run_id}:{step_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class EventResult:
+    """What `events.create` did: the events it recorded and the entities after them.
+
+    `events` is empty when the event was an idempotent no-op (`run_started` on a running
+    run, `run_cancelled` on a cancelled run). `step`/`hook`/`wait` are set when the event
+    targeted one (by its correlation id).
+    """
+
+    events: list[Event]
+    run: Run
+    step: Step | None = None
+    hook: Hook | None = None
+    wait: Wait | None = None
+
+
+class RunsStorage(ABC):
+    @abstractmethod
+    async def get(self, run_id: str, *, resolve_data: bool = True) -> Run:
+        """The run. NotFoundError if unknown. `resolve_data=False` leaves input/output as None."""
+
+    @abstractmethod
+    async def list(
+        self,
+        *,
+        status: RunStatus | Sequence[RunStatus] | None = None,
+        workflow_name: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        resolve_data: bool = True,
+        newest_first: bool = True,
+    ) -> Page[Run]:
+        """Runs matching the filters, a page at a time (by run id, i.e. creation time)."""
+
+
+class StepsStorage(ABC):
+    @abstractmethod
+    async def get(self, run_id: str, step_id: str, *, resolve_data: bool = True) -> Step:
+        """The step. NotFoundError if the run or step is unknown."""
+
+    @abstractmethod
+    async def list(
+        self, run_id: str, *, limit: int = 1000, cursor: str | None = None, resolve_data: bool = True
+    ) -> Page[Step]:
+        """The run's steps in creation order."""
+
+
+class EventsStorage(ABC):
+    @abstractmethod
+    async def create(self, run_id: str, event: Event) -> EventResult:
+        """Validate and record one event atomically, then update the materialized entities.
+
+        The World assigns `event_id` (monotonic ULID), `seq` and `created_at`. Raises the
+        state machine's errors: EntityConflictError, RunExpiredError, NotFoundError,
+        TooEarlyError. `run_started` carrying workflow_name and input creates the run
+        (recording `run_created` first) when it does not exist; the first writer wins.
+        """
+
+    @abstractmethod
+    async def create_batch(
+        self, run_id: str, events: Sequence[Event], *, skip_conflicts: bool = False
+    ) -> list[EventResult]:
+        """Record several events of one run atomically and in order, under one lock.
+
+        Either all are recorded or none (the first error is raised). With
+        `skip_conflicts=True`, events that would raise EntityConflictError are left out
+        instead, and their result has `events == []`; other errors still abort the batch.
+        """
+
+    @abstractmethod
+    async def list(
+        self, run_id: str, *, after_seq: int = -1, limit: int | None = None, resolve_data: bool = True
+    ) -> list[Event]:
+        """The run's events with seq > after_seq, oldest first. NotFoundError for an unknown run."""
+
+    @abstractmethod
+    async def list_by_correlation_id(self, run_id: str, correlation_id: str) -> list[Event]:
+        """The run's events for one step, hook or wait, oldest first."""
+
+    @abstractmethod
+    async def wait(self, run_id: str, *, after_seq: int, timeout: float | None) -> bool:
+        """Block until the run's log holds an event with seq > after_seq (True) or timeout (False).
+
+        Wakes within milliseconds of a write by this or another process, without busy polling.
+        """
+
+
+class HooksStorage(ABC):
+    @abstractmethod
+    async def get(self, run_id: str, hook_id: str) -> Hook:
+        """The hook. NotFoundError if unknown."""
+
+    @abstractmethod
+    async def get_by_token(self, token: str) -> Hook:
+        """The live (active) hook holding `token`. NotFoundError if no live hook holds it."""
+
+    @abstractmethod
+    async def list(
+        self, *, run_id: str | None = None, status: HookStatus | None = None, limit: int = 1000,
+        cursor: str | None = None,
+    ) -> Page[Hook]:
+        """Hooks of one run (creation order), or all live hooks when run_id is None."""
+
+
+class WaitsStorage(ABC):
+    @abstractmethod
+    async def list(
+        self, *, run_id: str | None = None, status: WaitStatus | None = None, limit: int = 1000,
+        cursor: str | None = None,
+    ) -> Page[Wait]:
+        """Waits of one run (creation order), or all waiting ones when run_id is None."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A queue message as delivered by `take` (leased) or shown by `list`."""
+
+    message_id: str
+    queue: str
+    payload: dict[str, Any]
+    order_key: str
+    available_at: datetime
+    #: Deliveries so far, counting this one when leased.
+    attempts: int = 0
+    idempotency_key: str | None = None
+    #: "ready", "delayed" or "leased" (as seen by `list`; "leased" for a taken message).
+    state: str = "ready"
+    lease_until: datetime | None = None
+    #: Opaque proof of the lease, checked by ack/nack/extend.
+    lease_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Queue(ABC):
+    """A durable queue: messages, delays and leases survive restarts of every process."""
+
+    @abstractmethod
+    async def enqueue(
+        self,
+        queue: str,
+        payload: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        delay: float = 0.0,
+        order_key: str | None = None,
+    ) -> str:
+        """Add a message; return its id. Durable when this returns.
+
+        Ready messages are delivered smallest `order_key` first (default: the message id,
+        i.e. enqueue order); the runtime passes the run id so the oldest run goes first.
+        With an idempotency key that a not-yet-acked message already holds, no second
+        message is made: a waiting one is made available no later than now + delay; a
+        leased one is delivered once more after it is acked (so no wake-up is lost).
+        """
+
+    @abstractmethod
+    async def take(
+        self, queues: Sequence[str], *, lease: float = 60.0, timeout: float | None = 0.0
+    ) -> Message | None:
+        """Lease the first ready message of the given queues, waiting up to `timeout` seconds.
+
+        `timeout=None` waits forever, 0 does not wait. A leased message is invisible to
+        others until acked, nacked, or its lease expires (its time passed, or the process
+        that took it died), when it is delivered again with `attempts` incremented.
+        """
+
+    @abstractmethod
+    async def ack(self, message: Message) -> None:
+        """Done with a leased message: remove it (or redeliver it once, see `enqueue`).
+
+        NotFoundError if the lease was lost (expired and taken by another consumer).
+        """
+
+    @abstractmethod
+    async def nack(self, message: Message, *, delay: float = 0.0) -> None:
+        """Give a leased message back, available again after `delay` seconds."""
+
+    @abstractmethod
+    async def extend(self, message: Message, *, lease: float) -> Message:
+        """Renew a lease for `lease` more seconds. NotFoundError if the lease was lost."""
+
+    @abstractmethod
+    async def list(self, queue: str | None = None) -> list[Message]:
+        """Every message not yet acked, with its state, oldest order_key first."""
+
+    @abstractmethod
+    async def delete(self, message_id: str) -> None:
+        """Remove a message whatever its state (operators' tool). NotFoundError if unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    run_id: str
+    name: str
+    chunks: int
+    closed: bool
+
+
+class Streams(ABC):
+    """Ordered, closable streams of JSON-compatible chunks, one set per run."""
+
+    @abstractmethod
+    async def write(self, run_id: str, name: str, chunk: Any) -> int:
+        """Append a chunk; return its index. EntityConflictError if the stream is closed."""
+
+    @abstractmethod
+    async def write_many(self, run_id: str, name: str, chunks: Sequence[Any]) -> int:
+        """Append chunks in order atomically; return the index of the last one."""
+
+    @abstractmethod
+    async def close(self, run_id: str, name: str) -> None:
+        """Mark the stream ended (idempotent). Creates it empty if it does not exist."""
+
+    @abstractmethod
+    async def read(self, run_id: str, name: str, *, start: int = 0) -> tuple[list[Any], bool]:
+        """The chunks from index `start` on, and whether the stream is closed."""
+
+    @abstractmethod
+    def tail(
+        self, run_id: str, name: str, *, start: int = 0, timeout: float | None = None
+    ) -> AsyncIterator[Any]:
+        """Yield chunks from `start` live, as other processes write them, until the stream closes.
+
+        Stops early (without error) when nothing new arrives for `timeout` seconds.
+        """
+
+    @abstractmethod
+    async def list(self, run_id: str) -> list[StreamInfo]:
+        """The run's streams."""
+
+
+class World(ABC):
+    """Storage + queue + streams. Create one per process and `await start()` it."""
+
+    runs: RunsStorage
+    steps: StepsStorage
+    events: EventsStorage
+    hooks: HooksStorage
+    waits: WaitsStorage
+    queue: Queue
+    streams: Streams
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Open the World and recover: enqueue a workflow message for every pending or
+        running run (idempotent), skipping and logging any corrupt entry."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release files, locks and waiters. The World may not be used afterwards."""
