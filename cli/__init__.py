@@ -1,0 +1,1 @@
+"""wf.cli: the `wf` command line."""

@@ -1,1 +1,1 @@
-X=1
+"""wf.runtime: the programming model, replay engine, worker and the World contract."""

@@ -89,3 +89,73 @@ class RetryableError(WorkflowError):
     def __init__(self, message: str = "", retry_after: object = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StepFailedError(WorkflowError):
+    """A step failed for good; raised in the workflow where it was awaited.
+
+    `error_type`, `error_message` and `error_traceback` carry the original error's.
+    """
+
+    def __init__(self, step_name: str, error_type: str, error_message: str, error_traceback: str = "") -> None:
+        super().__init__(f"step {step_name} failed: {error_type}: {error_message}")
+        self.step_name = step_name
+        self.error_type = error_type
+        self.error_message = error_message
+        self.error_traceback = error_traceback
+
+
+class HookNotFoundError(WorkflowError, LookupError):
+    """No live hook holds this token."""
+
+
+class HookConflictError(WorkflowError):
+    """The hook's token is held by another live run."""
+
+
+class WorkflowNotFoundError(WorkflowError, LookupError):
+    """No workflow of that name is registered (imported) in this process."""
+
+
+class RunNotFoundError(WorkflowError, LookupError):
+    """No run with that id."""
+
+
+class WorkflowRunFailedError(WorkflowError):
+    """The run ended failed; `error` holds the recorded {type, message, traceback}."""
+
+    def __init__(self, run_id: str, error: dict | None) -> None:
+        error = error or {}
+        self.run_id = run_id
+        self.error = error
+        self.error_type = str(error.get("type", "Error"))
+        self.error_message = str(error.get("message", ""))
+        self.error_traceback = str(error.get("traceback", ""))
+        super().__init__(f"run {run_id} failed: {self.error_type}: {self.error_message}")
+
+
+class WorkflowRunCancelledError(WorkflowError):
+    """The run was cancelled."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} was cancelled")
+        self.run_id = run_id
+
+
+class ReplayDivergenceError(WorkflowError):
+    """The workflow code no longer matches the run's event log at `position`."""
+
+    def __init__(self, position: int, recorded: str, code: str, location: str | None = None) -> None:
+        where = f" (at {location})" if location else ""
+        super().__init__(
+            f"replay diverged at event {position}: the log holds {recorded}, but the code did {code}{where}. "
+            f"Run `wf replay <run-id>` to debug, or guard the change with wf.patched()."
+        )
+        self.position = position
+        self.recorded = recorded
+        self.code = code
+        self.location = location
+
+
+class NonDeterminismError(WorkflowError):
+    """Workflow code did something that cannot be replayed (wall clock, threads, I/O)."""

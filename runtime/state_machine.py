@@ -13,7 +13,7 @@ Event data, by type (payload values are serialized tagged JSON):
     run_failed      {error: {type, message, traceback}}
     run_cancelled   {reason?}
     step_created    {step_name, input}                        correlation_id = step id
-    step_started    {}
+    step_started    {attempt?}   with `attempt`, only if it is the step's next attempt (else 409)
     step_completed  {result}
     step_retrying   {error, retry_after (ISO datetime)}
     step_failed     {error}
@@ -142,6 +142,10 @@ def plan(state: RunState, event: Event, now: datetime, *, token_in_use: bool = F
         if step.status.terminal:
             raise EntityConflictError(f"step {cid} is already {step.status}")
         if et == E.STEP_STARTED:
+            expected = event.data.get("attempt")
+            if expected is not None and expected != step.attempt + 1:
+                # Compare-and-set: another handler started this attempt first.
+                raise EntityConflictError(f"step {cid} attempt {expected} is already taken (at {step.attempt})")
             if step.status == StepStatus.PENDING and step.retry_after is not None and now < step.retry_after:
                 raise TooEarlyError(f"step {cid} may not start before {step.retry_after.isoformat()}", step.retry_after)
             return [event]  # pending -> running, or running again after a crash

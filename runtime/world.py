@@ -204,6 +204,7 @@ class Queue(ABC):
         `timeout=None` waits forever, 0 does not wait. A leased message is invisible to
         others until acked, nacked, or its lease expires (its time passed, or the process
         that took it died), when it is delivered again with `attempts` incremented.
+        Cancellation-safe: if the call is cancelled while waiting, no message is leased.
         """
 
     @abstractmethod

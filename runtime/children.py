@@ -1,0 +1,70 @@
+"""Child workflows: a workflow awaiting another workflow function starts it as a child run.
+
+Built from the existing primitives, so it replays like everything else: the parent creates
+a hook with a token derived from its run and the call's position, a built-in step starts
+the child (idempotently, so a retried step never starts two children), and when the child
+ends the worker recording its end sends its outcome to that hook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from .entities import Run
+from .errors import NotFoundError, RunExpiredError, WorkflowRunCancelledError, WorkflowRunFailedError
+from .registry import step
+from .serialization import deserialize
+
+if TYPE_CHECKING:
+    from .registry import WorkflowFunction
+    from .replay import WorkflowInstance
+    from .world import World
+
+CHILD_TOKEN_PREFIX = "wfchild_"
+
+
+@step(name="wf.start_child")
+async def start_child(workflow_name: str, args: list[Any], kwargs: dict[str, Any], parent_run_id: str,
+                      token: str) -> str:
+    """Start the child run (same id on every retry) and return its id."""
+    from .client import start_run
+    from .step_context import current_step
+
+    ctx = current_step()
+    assert ctx is not None
+    run = await start_run(
+        ctx.world, workflow_name, args, kwargs, idempotency_key=token,
+        attributes={"parent_run_id": parent_run_id, "parent_token": token},
+    )
+    return run.id
+
+
+async def run_child(instance: WorkflowInstance, workflow: WorkflowFunction, args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> Any:
+    """The parent side: start the child and wait durably for its outcome."""
+    from .workflow_context import create_hook
+
+    position = instance._next_cid("child")
+    token = f"{CHILD_TOKEN_PREFIX}{instance.run_id}_{position}"
+    hook = create_hook(token=token, metadata={"child_workflow": workflow.name})
+    child_id = await start_child(workflow.name, list(args), dict(kwargs), instance.run_id, token)
+    outcome = await hook
+    status = outcome.get("status")
+    if status == "completed":
+        return deserialize(outcome.get("output"))
+    if status == "cancelled":
+        raise WorkflowRunCancelledError(child_id)
+    raise WorkflowRunFailedError(child_id, outcome.get("error"))
+
+
+async def notify_parent(world: World, run: Run) -> None:
+    """If `run` is a child that just ended, deliver its outcome to the parent's hook."""
+    token = run.attributes.get("parent_token")
+    if not token:
+        return
+    from .client import resume_hook_in
+
+    payload = {"status": str(run.status), "output": run.output, "error": run.error, "run_id": run.run_id}
+    with contextlib.suppress(NotFoundError, RunExpiredError):  # the parent is over: nobody waits
+        await resume_hook_in(world, token, payload)

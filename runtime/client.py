@@ -1,0 +1,308 @@
+"""Starting and observing runs: `wf.start`, `wf.run`, `wf.get_run`, `wf.resume_hook` and `Run`.
+
+Every blocking call has an async twin (`start_async`, `Run.result_async`, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import queue as _queue
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from .config import blocking, started_world
+from .entities import Event, EventType, RunStatus
+from .errors import (
+    EntityConflictError,
+    HookNotFoundError,
+    InvalidIdError,
+    NotFoundError,
+    RunExpiredError,
+    RunNotFoundError,
+    WorkflowRunCancelledError,
+    WorkflowRunFailedError,
+    WorldError,
+)
+from .ids import new_run_id, validate_id
+from .registry import WorkflowFunction
+from .replay import serialize_call_input
+from .serialization import deserialize, serialize
+from .streams import DEFAULT_STREAM
+from .worker import Worker, enqueue_workflow
+from .world import WORKFLOW_QUEUE, World, workflow_message_key
+
+E = EventType
+#: How long `result()` waits for a run whose creation was deferred to the worker (seed 001).
+LAZY_CREATION_GRACE = 10.0
+
+
+def _workflow_name(workflow: WorkflowFunction | str) -> str:
+    if isinstance(workflow, WorkflowFunction):
+        return workflow.name
+    if isinstance(workflow, str) and workflow:
+        return workflow
+    raise TypeError(f"expected a @wf.workflow function or a workflow name, got {workflow!r}")
+
+
+def idempotent_run_id(workflow_name: str, key: str) -> str:
+    """The run id a (workflow, idempotency key) pair always maps to."""
+    digest = hashlib.sha256(f"{workflow_name}\x00{key}".encode()).hexdigest()[:26]
+    return f"wrun_k{digest}"
+
+
+class Run:
+    """A handle on one run. Cheap to create; every property reads the World afresh."""
+
+    def __init__(self, run_id: str, world: World | None = None, *, lazy: bool = False) -> None:
+        self.id = run_id
+        self._world = world
+        self._lazy_until = time.monotonic() + LAZY_CREATION_GRACE if lazy else 0.0
+
+    def __repr__(self) -> str:
+        return f"<wf.Run {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    async def _w(self) -> World:
+        return await started_world(self._world)
+
+    async def _get(self, *, resolve_data: bool = True) -> Any:
+        world = await self._w()
+        while True:
+            try:
+                return await world.runs.get(self.id, resolve_data=resolve_data)
+            except NotFoundError:
+                if time.monotonic() >= self._lazy_until:
+                    raise RunNotFoundError(f"no run with id {self.id!r}") from None
+                await world.events.wait(self.id, after_seq=-1, timeout=0.05)
+
+    # --- status ---
+
+    async def status_async(self) -> str:
+        return str((await self._get(resolve_data=False)).status)
+
+    @property
+    def status(self) -> str:
+        """"pending" | "running" | "completed" | "failed" | "cancelled"."""
+        return blocking(self.status_async())
+
+    async def info_async(self) -> Any:
+        """The materialized Run entity (wf.runtime.entities.Run)."""
+        return await self._get()
+
+    # --- result ---
+
+    async def result_async(self, timeout: float | None = None) -> Any:
+        """Wait for the run to end and return its output (raises its failure or cancellation)."""
+        world = await self._w()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            run = await self._get()
+            if run.status == RunStatus.COMPLETED:
+                return deserialize(run.output)
+            if run.status == RunStatus.FAILED:
+                raise WorkflowRunFailedError(self.id, run.error)
+            if run.status == RunStatus.CANCELLED:
+                raise WorkflowRunCancelledError(self.id)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"run {self.id} is still {run.status} after {timeout} s")
+            await world.events.wait(self.id, after_seq=run.event_count - 1, timeout=remaining)
+
+    def result(self, timeout: float | None = None) -> Any:
+        return blocking(self.result_async(timeout))
+
+    # --- cancel ---
+
+    async def cancel_async(self) -> None:
+        """End the run as cancelled: in-flight steps may finish, pending timers and hooks are dropped."""
+        world = await self._w()
+        try:
+            await world.events.create(self.id, Event(self.id, E.RUN_CANCELLED))
+        except NotFoundError:
+            raise RunNotFoundError(f"no run with id {self.id!r}") from None
+        except EntityConflictError:
+            pass  # already completed or failed: nothing to cancel
+
+    def cancel(self) -> None:
+        blocking(self.cancel_async())
+
+    # --- events ---
+
+    async def events_async(self) -> list[Event]:
+        world = await self._w()
+        await self._get(resolve_data=False)
+        return await world.events.list(self.id)
+
+    def events(self) -> list[Event]:
+        """The run's event log, oldest first."""
+        return blocking(self.events_async())
+
+    # --- streams ---
+
+    async def stream_async(self, namespace: str | None = None, *, start: int = 0) -> AsyncIterator[Any]:
+        """Yield the chunks of a stream live, in order, until it is closed (or the run ends and it is drained)."""
+        world = await self._w()
+        name = namespace or DEFAULT_STREAM
+        index = start
+        while True:
+            got = False
+            async for chunk in world.streams.tail(self.id, name, start=index, timeout=0.5):
+                got = True
+                index += 1
+                yield deserialize(chunk)
+            chunks, closed = await world.streams.read(self.id, name, start=index)
+            for chunk in chunks:
+                index += 1
+                yield deserialize(chunk)
+            if closed:
+                return
+            if not got and not chunks:
+                run = await self._get(resolve_data=False)
+                if run.status.terminal:
+                    return
+
+    def stream(self, namespace: str | None = None) -> Iterator[Any]:
+        """Blocking iteration over a stream (see `stream_async`)."""
+        q: _queue.Queue[tuple[str, Any]] = _queue.Queue(maxsize=1024)
+
+        async def pump() -> None:
+            try:
+                async for chunk in self.stream_async(namespace):
+                    await asyncio.to_thread(q.put, ("chunk", chunk))
+                q.put(("end", None))
+            except BaseException as exc:  # noqa: BLE001 - handed over to the reading thread
+                q.put(("error", exc))
+
+        threading.Thread(target=lambda: blocking(pump()), daemon=True).start()
+        while True:
+            kind, value = q.get()
+            if kind == "chunk":
+                yield value
+            elif kind == "end":
+                return
+            else:
+                raise value
+
+
+# --- starting runs ---
+
+
+async def start_run(
+    world: World,
+    workflow: WorkflowFunction | str,
+    args: list[Any] | tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    attributes: dict[str, Any] | None = None,
+) -> Run:
+    """Record a run and queue it for a worker (see `start_async`)."""
+    name = _workflow_name(workflow)
+    data: dict[str, Any] = {
+        "workflow_name": name,
+        "input": serialize_call_input(args, kwargs, where=f"the arguments of workflow {name}"),
+        "attributes": {"seed": secrets.token_hex(16), **(attributes or {})},
+    }
+    if idempotency_key is not None:
+        if not isinstance(idempotency_key, str) or not idempotency_key:
+            raise InvalidIdError("idempotency_key must be a non-empty string")
+        run_id = idempotent_run_id(name, idempotency_key)
+        data["attributes"]["idempotency_key"] = idempotency_key
+    else:
+        run_id = new_run_id()
+    try:
+        await world.events.create(run_id, Event(run_id, E.RUN_CREATED, data=data))
+    except EntityConflictError:
+        if idempotency_key is None:
+            raise
+        return Run(run_id, world)  # the same key already made this run
+    except (WorldError, OSError) as exc:
+        if isinstance(exc, InvalidIdError):
+            raise
+        # Storage failed but the queue may not have: let the worker create the run (seed 001).
+        await world.queue.enqueue(
+            WORKFLOW_QUEUE, {"run_id": run_id, "start": data}, idempotency_key=workflow_message_key(run_id),
+            order_key=run_id,
+        )
+        return Run(run_id, world, lazy=True)
+    await enqueue_workflow(world, run_id)
+    return Run(run_id, world)
+
+
+async def start_async(workflow: WorkflowFunction | str, *args: Any, idempotency_key: str | None = None,
+                      **kwargs: Any) -> Run:
+    """Record a new run of `workflow` and queue it; a worker executes it. Returns its handle."""
+    world = await started_world()
+    return await start_run(world, workflow, args, kwargs, idempotency_key=idempotency_key)
+
+
+def start(workflow: WorkflowFunction | str, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> Run:
+    """Blocking twin of `start_async`."""
+    return blocking(start_async(workflow, *args, idempotency_key=idempotency_key, **kwargs))
+
+
+async def get_run_async(run_id: str) -> Run:
+    """The handle of an existing run; RunNotFoundError for an unknown (or malformed) id."""
+    world = await started_world()
+    try:
+        validate_id(run_id, "run id")
+        await world.runs.get(run_id, resolve_data=False)
+    except (NotFoundError, InvalidIdError):
+        raise RunNotFoundError(f"no run with id {run_id!r}") from None
+    return Run(run_id, world)
+
+
+def get_run(run_id: str) -> Run:
+    return blocking(get_run_async(run_id))
+
+
+async def run_async(workflow: WorkflowFunction | str, *args: Any, idempotency_key: str | None = None,
+                    **kwargs: Any) -> Any:
+    """Start a run and drive it to completion with a worker in this process; return its result."""
+    world = await started_world()
+    handle = await start_run(world, workflow, args, kwargs, idempotency_key=idempotency_key)
+    worker = Worker(world)
+    task = asyncio.create_task(worker.run())
+    try:
+        return await handle.result_async()
+    finally:
+        worker.stop()
+        await task
+
+
+def run(workflow: WorkflowFunction | str, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> Any:
+    """Blocking twin of `run_async`."""
+    return blocking(run_async(workflow, *args, idempotency_key=idempotency_key, **kwargs))
+
+
+# --- hooks ---
+
+
+async def resume_hook_in(world: World, token: str, payload: Any) -> None:
+    """Deliver `payload` to the live hook holding `token` in `world`."""
+    try:
+        hook = await world.hooks.get_by_token(token)
+        data = {"payload": serialize(payload, where="the hook payload")}
+        await world.events.create(hook.run_id, Event(hook.run_id, E.HOOK_RECEIVED, correlation_id=hook.hook_id,
+                                                     data=data))
+    except (NotFoundError, RunExpiredError):
+        raise HookNotFoundError(f"no live hook has token {token!r}") from None
+    await enqueue_workflow(world, hook.run_id)
+
+
+async def resume_hook_async(token: str, payload: Any = None) -> None:
+    """Send `payload` to the hook holding `token`; HookNotFoundError if no live hook holds it."""
+    await resume_hook_in(await started_world(), token, payload)
+
+
+def resume_hook(token: str, payload: Any = None) -> None:
+    blocking(resume_hook_async(token, payload))

@@ -1,0 +1,330 @@
+"""The replay engine: one `WorkflowInstance` runs one run's code against its event log.
+
+Events are fed one at a time, in log order; after each, the deterministic loop runs until
+every workflow task is blocked again. Because live execution and replay both consume the
+log this way, the code takes the same path on every replay. Each step call, timer and hook
+gets a correlation id from its position (`step_3`, `wait_1`, `hook_2`); creation events in
+the log must match the calls the code made, or the instance raises ReplayDivergenceError.
+
+The instance never touches storage: the worker feeds it events and records the commands
+it issues (`new_commands()`), and decides what to do with its `outcome`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random as _random
+import sys
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .deterministic_loop import DeterministicLoop, DurableTimer
+from .entities import Event, EventType, Run
+from .errors import (
+    ReplayDivergenceError,
+    SerializationError,
+    StepFailedError,
+)
+from .hooks import Hook
+from .registry import StepFunction, WorkflowFunction
+from .serialization import deserialize, serialize
+from .workflow_context import WorkflowMetadata
+
+E = EventType
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_location() -> str | None:
+    """file:line of the innermost caller outside wf itself (for divergence reports)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_RUNTIME_DIR) and "asyncio" not in filename:
+            return f"{filename}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+@dataclass(slots=True)
+class Command:
+    """Something the code asked for that the log must record (step, wait or hook creation)."""
+
+    kind: str  # "step" | "wait" | "hook"
+    cid: str
+    name: str  # step name, or the hook token, or "" for waits
+    data: dict[str, Any]
+    location: str | None = None
+    recorded: bool = False
+
+
+@dataclass(slots=True)
+class StepCall:
+    command: Command
+    future: Any  # asyncio.Future on the deterministic loop
+    step: StepFunction
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How the workflow code ended: `output` (serialized) or `error` ({type, message, traceback})."""
+
+    output: Any = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+def describe_event(event: Event) -> str:
+    data = event.data
+    if event.event_type == E.STEP_CREATED:
+        return f"step_created {event.correlation_id} ({data.get('step_name')})"
+    if event.event_type == E.HOOK_CREATED:
+        return f"hook_created {event.correlation_id} (token {data.get('token')!r})"
+    if event.event_type == E.WAIT_CREATED:
+        return f"wait_created {event.correlation_id} (until {data.get('resume_at')})"
+    return f"{event.event_type} {event.correlation_id or ''}".strip()
+
+
+def describe_command(command: Command | None) -> str:
+    if command is None:
+        return "nothing at this point"
+    if command.kind == "step":
+        return f"call step {command.name} as {command.cid}"
+    if command.kind == "hook":
+        return f"create hook {command.cid} (token {command.name!r})"
+    return f"sleep until {command.data.get('resume_at')} as {command.cid}"
+
+
+def error_info(exc: BaseException) -> dict[str, Any]:
+    """{type, message, traceback} of an exception, the traceback trimmed to the user's frames."""
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.startswith(_RUNTIME_DIR) and "/asyncio/" not in f.filename
+    ]
+    tb = "".join(traceback.format_list(frames))
+    tb += "".join(traceback.format_exception_only(type(exc), exc))
+    info: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc), "traceback": tb}
+    if isinstance(exc, StepFailedError):
+        info["step_error"] = {"type": exc.error_type, "message": exc.error_message,
+                              "traceback": exc.error_traceback}
+    return info
+
+
+class WorkflowInstance:
+    """One run's workflow code, suspended between events."""
+
+    def __init__(self, workflow: WorkflowFunction, run: Run) -> None:
+        self.workflow = workflow
+        self.run_id = run.run_id
+        self.workflow_name = run.workflow_name
+        self.input = run.input
+        seed = str(run.attributes.get("seed") or run.run_id)
+        self._seed = seed.encode()
+        self.rng = _random.Random(int.from_bytes(hashlib.sha256(self._seed).digest()[:8], "big"))
+        self.loop = DeterministicLoop(clock=0.0, on_timer=self._on_timer)
+        self.loop.owner = self  # type: ignore[attr-defined]
+        self.fed_seq = -1
+        self.started_at: datetime | None = None
+        self.ended: EventType | None = None  # terminal run event seen in the log
+        self.outcome: Outcome | None = None
+        self._counters = {"step": 0, "wait": 0, "hook": 0, "child": 0}
+        self._pending: dict[str, Command] = {}  # issued, not yet matched by a creation event
+        self.steps: dict[str, StepCall] = {}
+        self.timers: dict[str, DurableTimer] = {}
+        self.wait_resume: dict[str, datetime] = {}
+        self.hooks: dict[str, Hook] = {}
+        self._main: Any = None
+        #: Called with (event, instance) after each event is consumed (used by `wf replay --trace`).
+        self.on_event: Any = None
+
+    # --- feeding the log ---
+
+    def feed(self, event: Event) -> None:
+        """Consume the next event of the log and run the code until it blocks again."""
+        if event.seq != self.fed_seq + 1:
+            raise RuntimeError(f"run {self.run_id}: expected event {self.fed_seq + 1}, got {event.seq}")
+        self.fed_seq = event.seq
+        if event.created_at is not None:
+            self.loop.advance_clock(event.created_at.timestamp())
+        self._consume(event)
+        self.loop.run_until_quiescent()
+        self._check_main()
+        if self.on_event is not None:
+            self.on_event(event, self)
+
+    def feed_many(self, events: list[Event]) -> None:
+        for event in events:
+            self.feed(event)
+
+    def _consume(self, event: Event) -> None:
+        et = event.event_type
+        cid = event.correlation_id or ""
+        data = event.data
+        if et == E.RUN_STARTED:
+            self.started_at = event.created_at
+            self._start_main()
+        elif et in (E.RUN_COMPLETED, E.RUN_FAILED, E.RUN_CANCELLED):
+            self.ended = et
+        elif et == E.STEP_CREATED:
+            self._match(event, "step", data.get("step_name", ""))
+        elif et == E.STEP_COMPLETED:
+            call = self.steps.get(cid)
+            if call is not None and not call.future.done():
+                try:
+                    value = deserialize(data.get("result"))
+                except SerializationError as exc:
+                    call.future.set_exception(exc)
+                else:
+                    call.future.set_result(value)
+        elif et == E.STEP_FAILED:
+            call = self.steps.get(cid)
+            if call is not None and not call.future.done():
+                err = data.get("error") or {}
+                call.future.set_exception(StepFailedError(
+                    call.step.name, str(err.get("type", "Error")), str(err.get("message", "")),
+                    str(err.get("traceback", "")),
+                ))
+        elif et == E.WAIT_CREATED:
+            self._match(event, "wait", "")
+        elif et == E.WAIT_COMPLETED:
+            timer = self.timers.get(cid)
+            if timer is not None:
+                self.loop.fire(timer)
+        elif et in (E.HOOK_CREATED, E.HOOK_CONFLICT):
+            self._match(event, "hook", data.get("token", ""))
+            if et == E.HOOK_CONFLICT and cid in self.hooks:
+                self.hooks[cid]._mark_conflict()
+        elif et == E.HOOK_RECEIVED:
+            hook = self.hooks.get(cid)
+            if hook is not None:
+                hook._deliver(deserialize(data.get("payload")))
+        # run_created, step_started, step_retrying, hook_disposed: nothing for the code to see
+
+    def _match(self, event: Event, kind: str, name: str) -> None:
+        cid = event.correlation_id or ""
+        command = self._pending.get(cid)
+        if command is None or command.kind != kind or command.name != name:
+            if command is None and self._pending:
+                # Show what the code is doing instead, when it issued something else.
+                command = next(iter(self._pending.values()))
+            raise ReplayDivergenceError(
+                event.seq, describe_event(event), describe_command(command), command.location if command else None
+            )
+        del self._pending[cid]
+        command.recorded = True
+
+    def _start_main(self) -> None:
+        if self._main is not None:
+            return
+        args, kwargs = _split_input(self.input)
+
+        async def main() -> Any:
+            return await self.workflow.fn(*args, **kwargs)
+
+        self._main = self.loop.create_task(main(), name=f"workflow {self.workflow_name}")
+
+    def _check_main(self) -> None:
+        main = self._main
+        if main is None or not main.done() or self.outcome is not None:
+            return
+        if main.cancelled():
+            self.outcome = Outcome(error={"type": "CancelledError", "message": "the workflow task was cancelled",
+                                          "traceback": ""})
+            return
+        exc = main.exception()
+        if exc is not None:
+            self.outcome = Outcome(error=error_info(exc))
+            return
+        try:
+            self.outcome = Outcome(output=serialize(main.result(), where="the workflow's return value"))
+        except SerializationError as err:
+            self.outcome = Outcome(error=error_info(err))
+
+    # --- what the code asks for (called from workflow code on the deterministic loop) ---
+
+    def _next_cid(self, kind: str) -> str:
+        self._counters[kind] += 1
+        return f"{kind}_{self._counters[kind]}"
+
+    def call_step(self, step: StepFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        data = {"step_name": step.name,
+                "input": serialize({"args": list(args), "kwargs": kwargs}, where=f"the arguments of step {step.name}")}
+        cid = self._next_cid("step")
+        command = Command("step", cid, step.name, data, _user_location())
+        future = self.loop.create_future()
+        self._pending[cid] = command
+        self.steps[cid] = StepCall(command, future, step)
+
+        async def result() -> Any:
+            return await future
+
+        return result()
+
+    def call_child(self, workflow: WorkflowFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        from .children import run_child
+
+        return run_child(self, workflow, args, kwargs)
+
+    def _on_timer(self, timer: DurableTimer) -> None:
+        cid = self._next_cid("wait")
+        timer.wait_id = cid
+        resume_at = datetime.fromtimestamp(timer.when(), UTC)
+        self.timers[cid] = timer
+        self.wait_resume[cid] = resume_at
+        self._pending[cid] = Command("wait", cid, "", {"resume_at": resume_at.isoformat()}, _user_location())
+
+    def create_hook(self, token: str | None, metadata: Any) -> Hook:
+        cid = self._next_cid("hook")
+        if token is None:
+            token = "hk_" + hashlib.blake2b(cid.encode(), key=self._seed[:64], digest_size=20).hexdigest()
+        elif not isinstance(token, str) or not token or len(token) > 512:
+            raise ValueError("a hook token must be a non-empty string of at most 512 characters")
+        data = {"token": token, "metadata": serialize(metadata, where="the hook's metadata")}
+        hook = Hook(cid, token, metadata, self.loop)
+        self.hooks[cid] = hook
+        self._pending[cid] = Command("hook", cid, token, data, _user_location())
+        return hook
+
+    def patched(self, patch_id: str) -> bool:  # pragma: no cover - reserved
+        raise NotImplementedError("wf.patched is not available yet")
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.loop.time(), UTC)
+
+    def metadata(self) -> WorkflowMetadata:
+        return WorkflowMetadata(self.run_id, self.workflow_name, self.started_at)
+
+    # --- what the worker reads ---
+
+    def new_commands(self) -> list[Command]:
+        """Commands issued by the code and not yet in the log, in the order they were issued."""
+        return list(self._pending.values())
+
+    def live_timers(self) -> dict[str, datetime]:
+        """Recorded waits whose timers are still armed: wait id -> resume_at."""
+        return {
+            cid: self.wait_resume[cid]
+            for cid, timer in self.timers.items()
+            if not timer.fired and not timer.cancelled() and cid not in self._pending
+        }
+
+    def close(self) -> None:
+        """Drop the code's state (cancel its tasks without running them further)."""
+        self.loop.close()
+
+
+def _split_input(value: Any) -> tuple[list[Any], dict[str, Any]]:
+    data = deserialize(value) if value is not None else {}
+    if not isinstance(data, dict):
+        return [data], {}
+    return list(data.get("args") or []), dict(data.get("kwargs") or {})
+
+
+def serialize_call_input(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], where: str) -> Any:
+    """The serialized `{"args": [...], "kwargs": {...}}` a run or step records as its input."""
+    return serialize({"args": list(args), "kwargs": kwargs}, where=where)

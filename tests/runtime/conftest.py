@@ -1,0 +1,49 @@
+"""Fixtures for runtime tests: a fresh World per test, configured as wf's, and a worker on it.
+
+The suite runs in both replay modes: CI repeats it with WF_ALWAYS_REPLAY=1, where every
+step of progress replays the workflow from the top of its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+import wf
+from wf.runtime.config import started_world
+from wf.runtime.worker import Worker
+from wf.world_local.world import LocalWorld
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[LocalWorld]:
+    w = LocalWorld(tmp_path / "data")
+    wf.configure(world=w)
+    await started_world(w)
+    yield w
+    await w.close()
+
+
+@pytest.fixture
+async def start_worker(world: LocalWorld) -> AsyncIterator[Callable[..., Worker]]:
+    """Start workers on the test's World (in this event loop); all are stopped at the end."""
+    running: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    def start(**kwargs: object) -> Worker:
+        worker = Worker(world, **kwargs)  # type: ignore[arg-type]
+        running.append((worker, asyncio.create_task(worker.run())))
+        return worker
+
+    yield start
+    for worker, _ in running:
+        worker.stop()
+    for _, task in running:
+        await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+async def worker(start_worker: Callable[..., Worker]) -> Worker:
+    return start_worker()

@@ -1,0 +1,181 @@
+"""Hooks (external input), output streams, child workflows and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import wf
+from wf.runtime.entities import EventType
+from wf.runtime.errors import NotFoundError
+
+
+async def wait_for_hook(world, token: str, timeout: float = 5.0) -> None:
+    """Wait until a live hook holds `token` (the workflow has reached create_hook)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await world.hooks.get_by_token(token)
+            return
+        except NotFoundError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.01)
+
+
+@wf.workflow
+async def three_payloads(token: str) -> dict:
+    hook = wf.create_hook(token=token, metadata={"purpose": "test"})
+    received = []
+    async for payload in hook:
+        received.append(payload)
+        if len(received) == 3:
+            break
+    return {"received": received, "token": hook.token}
+
+
+@wf.workflow
+async def hold_token(token: str) -> str:
+    return await wf.create_hook(token=token)
+
+
+@wf.workflow
+async def generated_token() -> str:
+    hook = wf.create_hook()
+    return hook.token
+
+
+async def test_hook_receives_three_payloads_in_order_with_metadata(world, worker):
+    run = await wf.start_async(three_payloads, "order:1")
+    await wait_for_hook(world, "order:1")
+    hook = await world.hooks.get_by_token("order:1")
+    assert hook.metadata == {"purpose": "test"}
+    for i in range(3):
+        await wf.resume_hook_async("order:1", {"n": i})
+    result = await run.result_async(timeout=10)
+    assert result == {"received": [{"n": 0}, {"n": 1}, {"n": 2}], "token": "order:1"}
+
+
+async def test_resume_of_an_unknown_token_raises_hook_not_found(world):
+    with pytest.raises(wf.HookNotFoundError):
+        await wf.resume_hook_async("nobody-holds-this", 1)
+
+
+async def test_token_held_by_a_live_run_conflicts_and_is_freed_when_it_ends(world, worker):
+    first = await wf.start_async(hold_token, "shared")
+    await wait_for_hook(world, "shared")
+    second = await wf.start_async(hold_token, "shared")
+    with pytest.raises(wf.WorkflowRunFailedError) as err:
+        await second.result_async(timeout=10)
+    assert err.value.error_type == "HookConflictError"
+    await wf.resume_hook_async("shared", "done")
+    assert await first.result_async(timeout=10) == "done"
+    # The first run ended: its token is free for a new run.
+    third = await wf.start_async(hold_token, "shared")
+    await wait_for_hook(world, "shared")
+    await wf.resume_hook_async("shared", "again")
+    assert await third.result_async(timeout=10) == "again"
+
+
+async def test_generated_tokens_are_long_and_random(worker):
+    a = await (await wf.start_async(generated_token)).result_async(timeout=10)
+    b = await (await wf.start_async(generated_token)).result_async(timeout=10)
+    assert a != b
+    assert len(a) >= 32  # 160 bits of keyed hash, in hex
+
+
+# --- streams ---
+
+
+@wf.step
+async def stream_tokens(n: int) -> int:
+    writer = wf.get_writable()
+    for i in range(n):
+        writer.write(f"tok{i} ")
+    writer.write(b"\x00\x01")
+    writer.write({"done": True})
+    writer.close()
+    return n
+
+
+@wf.step
+def stream_from_thread(n: int) -> int:
+    writer = wf.get_writable("logs")
+    for i in range(n):
+        writer.write(i)
+    writer.close()
+    return n
+
+
+@wf.workflow
+async def streaming(n: int) -> int:
+    await stream_from_thread(n)
+    return await stream_tokens(n)
+
+
+async def test_streams_from_async_and_sync_steps_arrive_in_order(worker):
+    run = await wf.start_async(streaming, 5)
+    chunks = [c async for c in run.stream_async()]
+    assert chunks == [f"tok{i} " for i in range(5)] + [b"\x00\x01", {"done": True}]
+    assert [c async for c in run.stream_async("logs")] == list(range(5))
+    assert await run.result_async(timeout=10) == 5
+
+
+# --- child workflows ---
+
+
+@wf.step
+async def triple(x: int) -> int:
+    return 3 * x
+
+
+@wf.workflow
+async def child(x: int) -> int:
+    return await triple(x)
+
+
+@wf.workflow
+async def failing_child() -> None:
+    raise RuntimeError("child broke")
+
+
+@wf.workflow
+async def parent(x: int) -> dict:
+    a, b = await asyncio.gather(child(x), child(x + 1))
+    try:
+        await failing_child()
+    except wf.WorkflowRunFailedError as exc:
+        error = exc.error_message
+    return {"sum": a + b, "child_error": error}
+
+
+async def test_a_parent_awaits_child_runs_durably(world, worker):
+    run = await wf.start_async(parent, 1)
+    assert await run.result_async(timeout=15) == {"sum": 9, "child_error": "child broke"}
+    runs = (await world.runs.list()).data
+    children = [r for r in runs if r.attributes.get("parent_run_id") == run.id]
+    assert len(children) == 3
+
+
+# --- cancellation ---
+
+
+@wf.workflow
+async def long_sleep() -> str:
+    await wf.sleep("1d")
+    return "woke"
+
+
+async def test_cancelling_a_sleeping_run(world, worker):
+    run = await wf.start_async(long_sleep)
+    for _ in range(200):
+        if (await world.waits.list(run_id=run.id)).data:
+            break
+        await asyncio.sleep(0.01)
+    await run.cancel_async()
+    with pytest.raises(wf.WorkflowRunCancelledError):
+        await run.result_async(timeout=5)
+    waits = (await world.waits.list(run_id=run.id)).data
+    assert [w.status for w in waits] == ["disposed"]
+    assert (await run.events_async())[-1].event_type == EventType.RUN_CANCELLED

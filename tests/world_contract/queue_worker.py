@@ -1,0 +1,87 @@
+"""A queue consumer in its own process, for the queue tests' crash and cross-process cases.
+
+    python queue_worker.py <factory> <data_dir> hold <queue> <lease>
+        take one message, print it, then sleep until killed
+    python queue_worker.py <factory> <data_dir> wait <queue> <timeout>
+        print "waiting", block in take(timeout), print the message and the hand-off latency
+    python queue_worker.py <factory> <data_dir> consume <queue> <idle>
+        take and ack until nothing comes for <idle> seconds; print the ids taken
+
+Every line printed is one JSON object. `<factory>` names an entry of WORLD_FACTORIES in
+conftest.py, so the same cases run against every World.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from wf.runtime.world import Message, World
+
+
+def _say(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def _describe(message: Message) -> dict[str, Any]:
+    return {"id": message.message_id, "attempts": message.attempts, "payload": message.payload}
+
+
+def _open_world(factory: str, data_dir: Path) -> World:
+    spec = importlib.util.spec_from_file_location("_wf_contract_conftest", Path(__file__).with_name("conftest.py"))
+    assert spec is not None and spec.loader is not None
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    return conftest.WORLD_FACTORIES[factory](data_dir)
+
+
+async def _hold(world: World, queue: str, lease: float) -> None:
+    message = await world.queue.take([queue], lease=lease, timeout=10)
+    if message is None:
+        _say(event="nothing")
+        return
+    _say(event="taken", **_describe(message))
+    await asyncio.sleep(3600)
+
+
+async def _wait(world: World, queue: str, timeout: float) -> None:
+    _say(event="waiting")
+    message = await world.queue.take([queue], timeout=timeout)
+    received = time.time()
+    if message is None:
+        _say(event="timeout")
+        return
+    _say(event="taken", latency=received - message.payload["sent"], **_describe(message))
+    await world.queue.ack(message)
+
+
+async def _consume(world: World, queue: str, idle: float) -> None:
+    taken: list[dict[str, Any]] = []
+    _say(event="ready")
+    while True:
+        message = await world.queue.take([queue], timeout=idle)
+        if message is None:
+            break
+        taken.append({"id": message.message_id, "attempts": message.attempts})
+        await world.queue.ack(message)
+    _say(event="done", taken=taken)
+
+
+async def main(argv: list[str]) -> None:
+    factory, data_dir, command, queue, number = argv
+    world = _open_world(factory, Path(data_dir))
+    await world.start()
+    try:
+        action = {"hold": _hold, "wait": _wait, "consume": _consume}[command]
+        await action(world, queue, float(number))
+    finally:
+        await world.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))

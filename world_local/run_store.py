@@ -1,0 +1,660 @@
+"""The write path of the local World: per-run locks, the cached run state, and commits.
+
+Layout of a data directory (see also `views.py`, `tokens.py`, `event_log.py`):
+
+    wf-data.json                        {"format": "wf-local", "version": 1}
+    runs/<run_id>/events.jsonl          the run's event log, append-only: the source of truth
+    runs/<run_id>/run.json, steps/, hooks/, waits/    materialized views of that log
+    index/status/<status>/<run_id>      empty markers: runs by status
+    tokens/<sha256(token)>.json         live hook tokens, unique across runs
+    queue/, streams/, notify/           owned by LocalQueue, LocalStreams, Notifier
+
+Locking: a run's writers hold a `threading.Lock` (threads of this process) and an
+exclusive `flock` on the run's log file itself (other processes, and other World objects
+of this process, which open their own descriptor). Readers take no lock.
+
+A commit (`commit`): under the lock, bring the cached `RunState` up to date (cheap: the
+cache remembers how many bytes of the log it has folded; only bytes added since, by other
+processes, are read), plan and apply the events, append all their lines with one
+`write` (+ `fdatasync` when fsync is on): that is the commit point. Then rewrite the
+changed views (not synced: they are repairable from the log, except when the run ends),
+move the status markers, release the tokens of disposed hooks, and notify `run:<id>`.
+
+A run is indexed with its new status *before* its first events are committed, so that
+`recover()` finds every run whose views a crash may have left behind by looking at the
+pending/running markers alone, never scanning all runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from ulid import ULID
+
+from ..runtime.entities import (
+    HOOK_EVENTS,
+    STEP_EVENTS,
+    WAIT_EVENTS,
+    Event,
+    EventType,
+    Hook,
+    HookStatus,
+    Run,
+    RunStatus,
+    Step,
+    Wait,
+    WaitStatus,
+    utcnow,
+)
+from ..runtime.errors import CorruptDataError, EntityConflictError, InvalidIdError, NotFoundError
+from ..runtime.ids import new_ulid, validate_id
+from ..runtime.state_machine import RunState, apply, plan
+from ..runtime.world import EventResult
+from .event_log import committed_lines, encode_event, join_lines, parse_line, read_fd
+from .files import fsync_dir
+from .notify import Notifier
+from .tokens import TokenIndex
+from .views import StatusIndex, entity_bytes, read_view, write_view
+
+log = logging.getLogger("wf.world_local")
+
+E = EventType
+#: Open run handles (one log descriptor each) kept per World before the least recent is closed.
+MAX_OPEN_RUNS = 256
+#: How long a writer waits for another run's lock to tell whether a hook token is stale.
+TOKEN_CHECK_TIMEOUT = 2.0
+
+_TERMINAL_RUN_EVENTS = frozenset({E.RUN_COMPLETED, E.RUN_FAILED, E.RUN_CANCELLED})
+_KIND = {E.STEP_CREATED: "steps", E.HOOK_CREATED: "hooks", E.WAIT_CREATED: "waits"}
+_ID_WHAT = {"steps": "step id", "hooks": "hook id", "waits": "wait id"}
+
+
+def run_channel(run_id: str) -> str:
+    """The Notifier channel woken after every commit to a run's log."""
+    return f"run:{run_id}"
+
+
+def event_kind(event_type: EventType) -> str | None:
+    """"steps", "hooks" or "waits": which entity an event's correlation id names (None: the run)."""
+    if event_type in STEP_EVENTS:
+        return "steps"
+    if event_type in HOOK_EVENTS:
+        return "hooks"
+    if event_type in WAIT_EVENTS:
+        return "waits"
+    return None
+
+
+@dataclass(slots=True)
+class LogView:
+    """What this process knows of a run's log: its fold, and how much of the file that covers."""
+
+    state: RunState = field(default_factory=RunState)
+    #: (kind, id) -> seq of the entity's *_created event, for creation order.
+    created_seq: dict[tuple[str, str], int] = field(default_factory=dict)
+    size: int = 0
+    count: int = 0
+    last_event_id: str = ""
+
+
+class _RunHandle:
+    __slots__ = ("fd", "lock", "log_path", "run_dir", "run_id", "users", "view", "views_dirty")
+
+    def __init__(self, run_id: str, run_dir: Path, fd: int) -> None:
+        self.run_id = run_id
+        self.run_dir = run_dir
+        self.log_path = run_dir / "events.jsonl"
+        self.fd = fd
+        self.lock = threading.Lock()
+        self.view: LogView | None = None
+        self.users = 0
+        self.views_dirty = False
+
+
+class _LockTimeout(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class _Changes:
+    """What one commit touched, for the view updates after it."""
+
+    entities: dict[str, set[str]] = field(default_factory=lambda: {"steps": set(), "hooks": set(), "waits": set()})
+    #: (token, hook_id) of hooks disposed by the commit.
+    released: list[tuple[str, str]] = field(default_factory=list)
+    #: (token, hook_id) claimed in the token index by this call (undone if it aborts).
+    claimed: list[tuple[str, str]] = field(default_factory=list)
+    #: Whether the lines reached the log (then the claims stand even if fdatasync fails).
+    written: bool = False
+
+
+def _apply(view: LogView, event: Event, path: Path) -> None:
+    try:
+        apply(view.state, event)
+    except (AssertionError, KeyError, TypeError, ValueError) as exc:
+        raise CorruptDataError(
+            f"{path}: line {event.seq + 1} ({event.event_type}) does not follow from the lines before it ({exc!r})",
+            str(path),
+        ) from exc
+    kind = _KIND.get(event.event_type)
+    if kind is not None:
+        view.created_seq[(kind, event.correlation_id or "")] = event.seq
+    view.count += 1
+    view.last_event_id = event.event_id
+
+
+def _event_id_after(last: str) -> str:
+    """A fresh ULID greater than `last` (ids are monotonic per process; this keeps them so per
+    run when several processes write one log within the same millisecond)."""
+    event_id = new_ulid()
+    if event_id > last:
+        return event_id
+    try:
+        return str(ULID.from_int(int(ULID.from_str(last)) + 1))
+    except ValueError:  # not a ULID (written by something else): ours sort after it anyway or not at all
+        return event_id
+
+
+def _creates_run(event: Event) -> bool:
+    return event.event_type in (E.RUN_CREATED, E.RUN_STARTED) and bool(event.data.get("workflow_name"))
+
+
+class RunStore:
+    """Run logs and their views under one data directory, for one World object."""
+
+    def __init__(self, root: Path, notifier: Notifier, *, fsync: bool) -> None:
+        self.root = root
+        self.runs_dir = root / "runs"
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.index = StatusIndex(root / "index" / "status")
+        self.tokens = TokenIndex(root / "tokens", fsync=fsync)
+        self.notifier = notifier
+        self.fsync = fsync
+        self._handles: OrderedDict[str, _RunHandle] = OrderedDict()
+        self._handles_lock = threading.Lock()
+        self._counts: dict[str, tuple[int, int]] = {}  # run_id -> (bytes scanned, events) for `event_count`
+
+    # --- paths ---
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / validate_id(run_id, "run id")
+
+    def entity_path(self, run_id: str, kind: str, entity_id: str) -> Path:
+        return self.run_dir(run_id) / kind / (validate_id(entity_id, _ID_WHAT[kind]) + ".json")
+
+    # --- handles and locks ---
+
+    def _acquire_handle(self, run_id: str, *, create: bool) -> _RunHandle | None:
+        with self._handles_lock:
+            handle = self._handles.get(run_id)
+            if handle is not None:
+                handle.users += 1
+                self._handles.move_to_end(run_id)
+                return handle
+        run_dir = self.runs_dir / run_id
+        log_path = run_dir / "events.jsonl"
+        try:
+            fd = os.open(log_path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if not create:
+                return None
+            run_dir.mkdir(exist_ok=True)
+            fd = os.open(log_path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        with self._handles_lock:
+            handle = self._handles.get(run_id)
+            if handle is not None:
+                os.close(fd)
+            else:
+                handle = self._handles[run_id] = _RunHandle(run_id, run_dir, fd)
+                self._evict()
+            handle.users += 1
+            return handle
+
+    def _evict(self) -> None:
+        # Called with _handles_lock held: close the least recently used idle handles.
+        if len(self._handles) <= MAX_OPEN_RUNS:
+            return
+        for run_id in list(self._handles):
+            if len(self._handles) <= MAX_OPEN_RUNS:
+                break
+            handle = self._handles[run_id]
+            if handle.users == 0:
+                del self._handles[run_id]
+                os.close(handle.fd)
+
+    def _release_handle(self, handle: _RunHandle) -> None:
+        with self._handles_lock:
+            handle.users -= 1
+
+    @contextlib.contextmanager
+    def locked(self, run_id: str, *, create: bool = False, timeout: float | None = None) -> Iterator[_RunHandle | None]:
+        """Hold the run's lock (None inside if the run has no log and `create` is false)."""
+        handle = self._acquire_handle(run_id, create=create)
+        if handle is None:
+            yield None
+            return
+        try:
+            if not handle.lock.acquire(timeout=-1 if timeout is None else timeout):
+                raise _LockTimeout(run_id)
+            try:
+                self._flock(handle.fd, timeout)
+                try:
+                    yield handle
+                finally:
+                    fcntl.flock(handle.fd, fcntl.LOCK_UN)
+            finally:
+                handle.lock.release()
+        finally:
+            self._release_handle(handle)
+
+    @staticmethod
+    def _flock(fd: int, timeout: float | None) -> None:
+        if timeout is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise _LockTimeout() from None
+                time.sleep(0.001)
+
+    # --- the cached fold ---
+
+    def refresh(self, handle: _RunHandle) -> LogView:
+        """The run's state as of its whole committed log (call with the run's lock held).
+
+        Reads only what other writers appended since this process last looked, and cuts
+        away a torn tail. CorruptDataError naming the file and line for a bad line.
+        """
+        size = os.fstat(handle.fd).st_size
+        view = handle.view
+        if view is not None and size == view.size:
+            return view
+        if view is None or size < view.size:
+            view = LogView()
+        handle.view = None  # until fully folded
+        base = view.size
+        data = read_fd(handle.fd, base, size)
+        spans, good = committed_lines(data)
+        for span in spans:
+            event = parse_line(data, span, handle.log_path, view.count + 1)
+            if event.seq != view.count:
+                raise CorruptDataError(
+                    f"{handle.log_path}: line {view.count + 1} has seq {event.seq}, expected {view.count}",
+                    str(handle.log_path),
+                )
+            _apply(view, event, handle.log_path)
+        view.size = base + good
+        if view.size < size:  # a crash tore the last write: it was never committed
+            os.ftruncate(handle.fd, view.size)
+        handle.view = view
+        return view
+
+    # --- commits ---
+
+    def _prepare(self, run_id: str, event: Event) -> Event:
+        try:
+            event_type = EventType(event.event_type)
+        except ValueError:
+            raise InvalidIdError(f"unknown event type {event.event_type!r}") from None
+        if event.run_id and event.run_id != run_id:
+            raise InvalidIdError(f"event of run {event.run_id!r} sent to run {run_id!r}")
+        if not isinstance(event.data, dict):
+            raise InvalidIdError(f"event data must be a dict, got {type(event.data).__name__}")
+        kind = event_kind(event_type)
+        if kind is not None and event.correlation_id is not None:
+            validate_id(event.correlation_id, _ID_WHAT[kind])
+        if event_type == E.HOOK_CREATED:
+            token = event.data.get("token")
+            if not isinstance(token, str) or not token:
+                raise InvalidIdError(f"hook_created needs a non-empty string token, got {token!r}")
+        if event_type is not event.event_type or event.run_id != run_id:
+            event = event.evolve(event_type=event_type, run_id=run_id)
+        return event
+
+    def commit(self, run_id: str, events: Sequence[Event], *, skip_conflicts: bool = False) -> list[EventResult]:
+        """Validate and record events of one run atomically; return what each did."""
+        validate_id(run_id, "run id")
+        prepared = [self._prepare(run_id, event) for event in events]
+        if not prepared:
+            return []
+        now = utcnow()
+        committed = False
+        with self.locked(run_id, create=any(_creates_run(e) for e in prepared)) as handle:
+            if handle is None:  # no such run: let the state machine say why
+                plan(RunState(), prepared[0], now)
+                raise NotFoundError(f"run {run_id} not found")
+            results, committed = self._commit_locked(handle, prepared, now, skip_conflicts)
+        if committed:
+            self.notifier.notify(run_channel(run_id))
+        return results
+
+    def _commit_locked(
+        self, handle: _RunHandle, events: list[Event], now: datetime, skip_conflicts: bool
+    ) -> tuple[list[EventResult], bool]:
+        view = self.refresh(handle)
+        state = view.state
+        run_before = state.run
+        status_before = run_before.status if run_before is not None else None
+        changes = _Changes()
+        results: list[EventResult] = []
+        lines: list[bytes] = []
+        mutated = False
+        try:
+            for event in events:
+                try:
+                    planned = plan(state, event, now)
+                    if planned and planned[0].event_type == E.HOOK_CREATED:
+                        token = event.data["token"]
+                        if self._token_in_use(handle.run_id, event.correlation_id or "", token, state, changes):
+                            planned = plan(state, event, now, token_in_use=True)
+                except EntityConflictError:
+                    if not skip_conflicts:
+                        raise
+                    results.append(self._result(state, event, []))
+                    continue
+                recorded: list[Event] = []
+                for item in planned:
+                    record = Event(
+                        run_id=handle.run_id,
+                        event_type=item.event_type,
+                        correlation_id=item.correlation_id,
+                        data=item.data,
+                        event_id=_event_id_after(view.last_event_id),
+                        seq=view.count,
+                        created_at=now,
+                    )
+                    lines.append(encode_event(record))
+                    self._note_changes(state, record, changes)
+                    mutated = True
+                    _apply(view, record, handle.log_path)
+                    recorded.append(record)
+                results.append(self._result(state, event, recorded))
+            if not lines:
+                return results, False
+            run = state.run
+            assert run is not None
+            if run_before is None:
+                self._index_new_run(handle, run.status)
+                status_before = run.status
+            self._append(handle, view, join_lines(lines), changes)
+        except BaseException:
+            if mutated:
+                handle.view = None  # refold from the file next time
+            if not changes.written:
+                for token, hook_id in changes.claimed:
+                    self.tokens.release(token, handle.run_id, hook_id)
+            raise
+        try:
+            self._write_views(handle, view, changes, status_before)
+        except OSError as exc:  # committed all the same: the views are repaired later
+            handle.views_dirty = True
+            log.warning("run %s: events committed but views not updated (%s); they will be rewritten", handle.run_id,
+                        exc)
+        return results, True
+
+    @staticmethod
+    def _result(state: RunState, event: Event, recorded: list[Event]) -> EventResult:
+        run = state.run
+        assert run is not None
+        cid = event.correlation_id or ""
+        kind = event_kind(event.event_type)
+        return EventResult(
+            events=recorded,
+            run=run,
+            step=state.steps.get(cid) if kind == "steps" else None,
+            hook=state.hooks.get(cid) if kind == "hooks" else None,
+            wait=state.waits.get(cid) if kind == "waits" else None,
+        )
+
+    @staticmethod
+    def _note_changes(state: RunState, event: Event, changes: _Changes) -> None:
+        # Called before `event` is applied to `state`.
+        et = event.event_type
+        cid = event.correlation_id or ""
+        if et in _TERMINAL_RUN_EVENTS:
+            for hook_id, hook in state.hooks.items():
+                if hook.status == HookStatus.ACTIVE:
+                    changes.entities["hooks"].add(hook_id)
+                    changes.released.append((hook.token, hook_id))
+            for wait_id, wait in state.waits.items():
+                if wait.status == WaitStatus.WAITING:
+                    changes.entities["waits"].add(wait_id)
+            return
+        if et == E.HOOK_CONFLICT:
+            return
+        kind = event_kind(et)
+        if kind is not None:
+            changes.entities[kind].add(cid)
+            if et == E.HOOK_DISPOSED:
+                changes.released.append((state.hooks[cid].token, cid))
+
+    def _append(self, handle: _RunHandle, view: LogView, data: bytes, changes: _Changes) -> None:
+        """The commit point: one write of all lines at the end of the log, then fdatasync."""
+        size = view.size
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(handle.fd, data[written:])
+        except BaseException:
+            if written:  # never leave part of a commit behind
+                with contextlib.suppress(OSError):
+                    os.ftruncate(handle.fd, size)
+            raise
+        changes.written = True
+        if self.fsync:
+            os.fdatasync(handle.fd)
+        view.size = size + len(data)
+
+    def _index_new_run(self, handle: _RunHandle, status: RunStatus) -> None:
+        # Before the run's first commit: index it, and make its folder durable.
+        self.index.mark(handle.run_id, status, fsync=self.fsync)
+        if self.fsync:
+            fsync_dir(handle.run_dir)
+            fsync_dir(self.runs_dir)
+
+    def _token_in_use(self, run_id: str, hook_id: str, token: str, state: RunState, changes: _Changes) -> bool:
+        """Claim `token` for the hook, or tell that a live hook holds it (True)."""
+        for _ in range(5):
+            if self.tokens.create(token, run_id, hook_id):
+                changes.claimed.append((token, hook_id))
+                return False
+            entry = self.tokens.read(token)
+            if entry is None:
+                continue  # released (or unreadable) in the meantime: try again
+            if entry.run_id == run_id:
+                holder = state.hooks.get(entry.hook_id)
+                if holder is not None and holder.status == HookStatus.ACTIVE and holder.token == token:
+                    return True
+                self.tokens.replace(token, run_id, hook_id)
+                changes.claimed.append((token, hook_id))
+                return False
+            taken = self._token_held_elsewhere(entry.run_id, entry.hook_id, token, run_id, hook_id)
+            if taken is not None:
+                if not taken:
+                    changes.claimed.append((token, hook_id))
+                return taken
+        return True
+
+    def _token_held_elsewhere(
+        self, owner_run: str, owner_hook: str, token: str, run_id: str, hook_id: str
+    ) -> bool | None:
+        """Whether another run's live hook holds `token`; a stale entry is taken over (False).
+
+        None if the entry changed meanwhile (look again).
+        """
+        try:
+            validate_id(owner_run, "run id")
+            with self.locked(owner_run, timeout=TOKEN_CHECK_TIMEOUT) as owner:
+                entry = self.tokens.read(token)
+                if entry is None or (entry.run_id, entry.hook_id) != (owner_run, owner_hook):
+                    return None
+                if owner is not None:
+                    holder = self.refresh(owner).state.hooks.get(owner_hook)
+                    if holder is not None and holder.status == HookStatus.ACTIVE and holder.token == token:
+                        return True
+                self.tokens.replace(token, run_id, hook_id)
+                return False
+        except _LockTimeout:
+            log.warning("token held by run %s whose lock stays taken: treating it as in use", owner_run)
+            return True
+        except (CorruptDataError, InvalidIdError) as exc:
+            log.warning("token held by unreadable run %s (%s): treating it as in use", owner_run, exc)
+            return True
+
+    # --- views ---
+
+    def _write_views(
+        self, handle: _RunHandle, view: LogView, changes: _Changes, status_before: RunStatus | None
+    ) -> None:
+        state = view.state
+        run = state.run
+        assert run is not None
+        ended = run.status.terminal and status_before != run.status
+        sync = self.fsync and ended
+        if handle.views_dirty:
+            self._write_all_views(handle, view, sync=sync)
+            handle.views_dirty = False
+        else:
+            entities: dict[str, dict[str, Step | Hook | Wait]] = {
+                "steps": state.steps, "hooks": state.hooks, "waits": state.waits,  # type: ignore[dict-item]
+            }
+            for kind, ids in changes.entities.items():
+                for entity_id in ids:
+                    entity = entities[kind].get(entity_id)
+                    if entity is not None:
+                        data = entity_bytes(entity, view.created_seq.get((kind, entity_id)))
+                        write_view(f"{handle.run_dir}/{kind}/{entity_id}.json", data, fsync=sync)
+            write_view(f"{handle.run_dir}/run.json", entity_bytes(run), fsync=sync)
+            if sync:
+                for kind, ids in changes.entities.items():
+                    if ids:
+                        fsync_dir(handle.run_dir / kind)
+                fsync_dir(handle.run_dir)
+        if status_before != run.status:
+            self.index.move(handle.run_id, status_before, run.status, fsync=sync)
+        for token, hook_id in changes.released:
+            self.tokens.release(token, handle.run_id, hook_id)
+
+    def _write_all_views(self, handle: _RunHandle, view: LogView, *, sync: bool, only_changed: bool = False) -> int:
+        """Write every view of the run from its fold (run.json last); return how many were written.
+
+        With `only_changed`, views whose file already holds the expected bytes are left alone.
+        """
+        state = view.state
+        assert state.run is not None
+        groups: tuple[tuple[str, dict[str, Step] | dict[str, Hook] | dict[str, Wait]], ...] = (
+            ("steps", state.steps), ("hooks", state.hooks), ("waits", state.waits),
+        )
+        expected = [
+            (f"{handle.run_dir}/{kind}/{entity_id}.json", entity_bytes(entity, view.created_seq.get((kind, entity_id))))
+            for kind, entities in groups
+            for entity_id, entity in entities.items()
+        ]
+        expected.append((f"{handle.run_dir}/run.json", entity_bytes(state.run)))
+        written = 0
+        for path, data in expected:
+            if only_changed:
+                try:
+                    if read_view(path).rstrip(b" ") == data:
+                        continue
+                except OSError:
+                    pass
+            write_view(path, data, fsync=sync)
+            written += 1
+        if sync and written:
+            for kind, entities in groups:
+                if entities:
+                    fsync_dir(handle.run_dir / kind)
+            fsync_dir(handle.run_dir)
+        return written
+
+    # --- reading the log ---
+
+    def read_log(self, run_id: str) -> tuple[bytes, list[tuple[int, int]], Path]:
+        """The committed lines of a run's log. NotFoundError if the run has none."""
+        path = self.run_dir(run_id) / "events.jsonl"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"run {run_id} not found") from None
+        spans, _ = committed_lines(data)
+        if not spans:
+            raise NotFoundError(f"run {run_id} not found")
+        return data, spans, path
+
+    def event_count(self, run_id: str) -> int:
+        """How many events the run's log holds (0 if it does not exist); reads only new bytes."""
+        path = self.run_dir(run_id) / "events.jsonl"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return 0
+        try:
+            size = os.fstat(fd).st_size
+            scanned, count = self._counts.get(run_id, (0, 0))
+            if size < scanned:
+                scanned, count = 0, 0
+            if size > scanned:
+                spans, good = committed_lines(read_fd(fd, scanned, size))
+                scanned, count = scanned + good, count + len(spans)
+                if len(self._counts) >= 4096:
+                    self._counts.clear()
+                self._counts[run_id] = (scanned, count)
+            return count
+        finally:
+            os.close(fd)
+
+    # --- recovery ---
+
+    def recover(self, run_id: str) -> Run | None:
+        """Bring a run's views, status markers and tokens in line with its log (after a crash).
+
+        Every view file is compared with the run's fold and rewritten if it differs, which
+        also covers views lost by a power failure (views are not synced while a run is active).
+
+        Returns the run (None if its log holds no run: the marker is dropped).
+        Raises CorruptDataError if the log is unreadable.
+        """
+        with self.locked(run_id) as handle:
+            if handle is None:
+                self.index.set_only(run_id, None)
+                return None
+            view = self.refresh(handle)
+            run = view.state.run
+            if run is None:
+                self.index.set_only(run_id, None)
+                return None
+            written = self._write_all_views(handle, view, sync=self.fsync, only_changed=True)
+            handle.views_dirty = False
+            if written:
+                log.info("run %s: rewrote %d view file(s) that lagged behind its log", run_id, written)
+            for hook in view.state.hooks.values():
+                if hook.status == HookStatus.DISPOSED:
+                    self.tokens.release(hook.token, run_id, hook.hook_id)
+            self.index.set_only(run_id, run.status)
+            return run
+
+    def close(self) -> None:
+        """Close every open log descriptor."""
+        with self._handles_lock:
+            handles = list(self._handles.values())
+            self._handles.clear()
+        for handle in handles:
+            with contextlib.suppress(OSError):
+                os.close(handle.fd)
+

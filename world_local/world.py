@@ -1,0 +1,84 @@
+"""`LocalWorld`: the World on one data directory, shared safely by threads and processes.
+
+    <data>/wf-data.json      format marker (see data_dir.py)
+    <data>/runs, index, tokens    storage (run_store.py, views.py, tokens.py)
+    <data>/queue             LocalQueue        <data>/streams    LocalStreams
+    <data>/notify            Notifier FIFOs (cross-process wake-ups)
+
+`WF_DATA_DIR` picks the directory (default `./.wf`). `WF_FSYNC=0` turns fsync off: much
+faster, and safe against a crash of the process, but a power loss or kernel crash may
+then lose the last committed events (never corrupt the log: a torn tail is cut off).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from pathlib import Path
+
+from ..runtime.entities import RunStatus
+from ..runtime.errors import WfError
+from ..runtime.world import WORKFLOW_QUEUE, World, workflow_message_key
+from .data_dir import default_data_dir, open_data_dir
+from .notify import Notifier
+from .queue import LocalQueue
+from .run_store import RunStore
+from .storage import LocalEvents, LocalHooks, LocalRuns, LocalSteps, LocalWaits
+from .streams import LocalStreams
+
+log = logging.getLogger("wf.world_local")
+
+
+def _env_fsync() -> bool:
+    return os.environ.get("WF_FSYNC", "1").strip() != "0"
+
+
+class LocalWorld(World):
+    """Storage, queue and streams on the file system under `data_dir`."""
+
+    def __init__(self, data_dir: str | Path | None = None, *, fsync: bool | None = None) -> None:
+        self.fsync = _env_fsync() if fsync is None else fsync
+        self.data_dir = open_data_dir(Path(data_dir) if data_dir is not None else default_data_dir(), fsync=self.fsync)
+        self.notifier = Notifier(self.data_dir / "notify")
+        self._store = RunStore(self.data_dir, self.notifier, fsync=self.fsync)
+        self.runs = LocalRuns(self._store)
+        self.steps = LocalSteps(self._store)
+        self.events = LocalEvents(self._store)
+        self.hooks = LocalHooks(self._store)
+        self.waits = LocalWaits(self._store)
+        self.queue = LocalQueue(self.data_dir / "queue", self.notifier, fsync=self.fsync)
+        self.streams = LocalStreams(self.data_dir / "streams", self.notifier, fsync=self.fsync)
+
+    async def start(self) -> None:
+        """Repair what a crash left behind and enqueue a workflow message for every active run.
+
+        Visits the runs indexed as pending or running: where a run's views lag behind its
+        log they are rewritten; an active run gets its (idempotent) workflow message. A
+        run that cannot be read is logged and skipped: it never stops the World starting.
+        """
+        open_data_dir(self.data_dir, fsync=self.fsync)
+        index = self._store.index
+        for run_id in sorted(index.run_ids((RunStatus.PENDING, RunStatus.RUNNING))):
+            try:
+                run = self._store.recover(run_id)
+            except (WfError, OSError) as exc:
+                log.warning("start: skipping run %s, which cannot be recovered: %s", run_id, exc)
+                continue
+            if run is None or run.status.terminal:
+                continue
+            try:
+                await self.queue.enqueue(
+                    WORKFLOW_QUEUE, {"run_id": run_id}, idempotency_key=workflow_message_key(run_id), order_key=run_id
+                )
+            except (WfError, OSError) as exc:
+                log.warning("start: could not enqueue run %s: %s", run_id, exc)
+
+    async def close(self) -> None:
+        """Close the queue, streams, log descriptors and notifier FIFOs."""
+        self.queue.close()
+        closing = self.streams.close()
+        if inspect.isawaitable(closing):
+            await closing
+        self._store.close()
+        self.notifier.close()
