@@ -1,15 +1,27 @@
-"""The `wf` command line: a typer app."""
+"""The `wf` command line: a typer app assembled from one module per command group."""
 
 from __future__ import annotations
 
+import logging
+import os
+
 import typer
+
+from .commands import inspect as inspect_cmd
+from .commands import ops, run_cmds
 
 app = typer.Typer(
     name="wf",
-    help="wf: durable workflows for Python. Run, inspect and replay workflows recorded on disk.",
+    help="wf: durable workflows for Python. Start, watch, inspect and replay runs recorded on disk.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    add_completion=True,
+    rich_markup_mode="rich",
 )
+
+run_cmds.register(app)
+inspect_cmd.register(app)
+ops.register(app)
 
 
 @app.command()
@@ -22,4 +34,8 @@ def version() -> None:
 
 def main() -> None:
     """Entry point of the `wf` console script."""
+    logging.basicConfig(
+        level=os.environ.get("WF_LOG_LEVEL", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     app()

@@ -147,6 +147,7 @@ class _Record:
         return cls(**kwargs)
 
     def evolve(self, **changes: Any) -> Self:
+        """A copy with some fields changed."""
         return replace(self, **changes)  # type: ignore[type-var]
 
 

@@ -31,7 +31,22 @@ def new_ulid() -> str:
         else:
             rand = int.from_bytes(os.urandom(10), "big") >> 1  # headroom for increments
         _last_ms, _last_rand = ms, rand
-    return str(ULID.from_bytes(ms.to_bytes(6, "big") + rand.to_bytes(10, "big")))
+    return _encode((ms << 80) | rand)
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits -> 2 characters
+
+
+def _encode(value: int) -> str:
+    """A 128-bit integer as the 26 Crockford base32 characters of a ULID."""
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in range(120, -10, -10)])
+
+
+def ulid_time(ulid: str) -> float:
+    """The creation time (epoch seconds) encoded in a ULID string."""
+    return ULID.from_str(ulid).timestamp
 
 
 def new_run_id() -> str:

@@ -66,7 +66,7 @@ def import_module(name: str) -> ModuleType:
         raise LoadError(f"importing {name} failed: {exc}") from exc
     except SyntaxError as exc:
         raise LoadError(f"syntax error in {exc.filename}:{exc.lineno}: {exc.msg}") from exc
-    except Exception as exc:  # noqa: BLE001 - any error in user code at import becomes one line
+    except Exception as exc:
         raise LoadError(f"importing {name} failed: {type(exc).__name__}: {exc}") from exc
 
 

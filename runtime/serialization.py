@@ -440,7 +440,7 @@ def _lenient(value: Any) -> Any:
     except (_Unserializable, RecursionError):
         try:
             return f"<unserializable {type(value).__qualname__}: {value!r}>"[:2000]
-        except Exception:  # a broken __repr__ must not hide the error itself
+        except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the error itself
             return f"<unserializable {type(value).__qualname__}>"
 
 
@@ -458,7 +458,7 @@ def _ser_error(v: BaseException, depth: int = 0) -> Any:
         cls = type(v)
         try:
             message = str(v)
-        except Exception:
+        except Exception:  # noqa: BLE001 - user __str__ may raise anything
             message = f"<{cls.__qualname__} with a broken __str__>"
         out = {
             TAG: "error",
@@ -742,11 +742,11 @@ def _rebuild_error(cls: type | None, args: tuple[Any, ...], attrs: dict[str, Any
     exc: BaseException | None = None
     try:
         exc = cls(*args)
-    except Exception:  # a constructor with another signature: build it without __init__
+    except Exception:  # noqa: BLE001 - a constructor with another signature: build it without __init__
         try:
             exc = cls.__new__(cls, *args)
             exc.args = args
-        except Exception:
+        except Exception:  # noqa: BLE001 - user classes may refuse any construction
             return None
     if type(exc) is not cls and not isinstance(exc, cls):
         return None

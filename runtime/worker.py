@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .entities import Event, EventType, Run, RunStatus, StepStatus, utcnow
+from .entities import Event, EventType, Run, StepStatus, utcnow
 from .errors import (
     EntityConflictError,
     NotFoundError,
@@ -31,7 +31,7 @@ from .errors import (
     WorkflowNotFoundError,
     WorldError,
 )
-from .registry import REGISTRY, Registry, StepFunction
+from .registry import REGISTRY, Registry, StepFunction, WorkflowFunction
 from .replay import Outcome, WorkflowInstance, error_info
 from .step_executor import AttemptOutcome, StepExecutor, exhausted_error
 from .workflow_context import WorkflowMetadata
@@ -67,11 +67,24 @@ async def enqueue_step(world: World, run_id: str, step_id: str, *, delay: float 
 
 @dataclass
 class _Drive:
-    """One stint in charge of a run."""
+    """One stint in charge of a run.
+
+    The worker feeds the code events *before* recording them (`pending`), so that a step's
+    result, the next step's creation and its start go to disk in one atomic append at the
+    positions the code saw them: one commit per step instead of two. If the log moved
+    under us in the meantime, the batch is refused (`expected_seq`) and the run is replayed
+    from the log instead.
+    """
 
     run_id: str
     instance: WorkflowInstance
-    inline: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    workflow: WorkflowFunction
+    inline: dict[str, asyncio.Task[AttemptOutcome | None]] = field(default_factory=dict)
+    pending: list[Event] = field(default_factory=list)
+    to_start: list[Event] = field(default_factory=list)
+    to_queue: list[str] = field(default_factory=list)
+    retries: list[tuple[str, datetime]] = field(default_factory=list)
+    slots_held: int = 0
 
 
 class Worker:
@@ -205,7 +218,7 @@ class Worker:
         return None
 
     async def _begin(self, run_id: str, message: Message) -> Run | None:
-        """The run, started if it was pending; None when there is nothing to do."""
+        """The run to drive (pending or running); None when there is nothing to do."""
         try:
             run = await self.world.runs.get(run_id, resolve_data=False)
         except NotFoundError:
@@ -219,9 +232,6 @@ class Worker:
         if run.status.terminal:
             self._evict(run_id)
             return None
-        if run.status == RunStatus.PENDING:
-            result = await self.world.events.create(run_id, Event(run_id, E.RUN_STARTED))
-            return result.run
         return run
 
     def _evict(self, run_id: str) -> None:
@@ -229,13 +239,14 @@ class Worker:
         if instance is not None:
             instance.close()
 
-    async def _fresh_instance(self, run: Run, workflow: Any) -> WorkflowInstance:
-        full = await self.world.runs.get(run.run_id)
+    async def _fresh_instance(self, run_id: str, workflow: WorkflowFunction) -> WorkflowInstance:
+        full = await self.world.runs.get(run_id)
         instance = WorkflowInstance(workflow, full)
-        instance.feed_many(await self.world.events.list(run.run_id))
+        instance.feed_many(await self.world.events.list(run_id))
+        self.stats["replays"] += 1
         return instance
 
-    async def _drive(self, run: Run, workflow: Any) -> None:
+    async def _drive(self, run: Run, workflow: WorkflowFunction) -> None:
         run_id = run.run_id
         instance = self._cache.pop(run_id, None)
         fresh = instance is None or instance.workflow is not workflow or self.always_replay
@@ -243,26 +254,26 @@ class Worker:
             if fresh:
                 if instance is not None:
                     instance.close()
-                instance = await self._fresh_instance(run, workflow)
-                self.stats["replays"] += 1
+                instance = await self._fresh_instance(run_id, workflow)
             else:
                 assert instance is not None
                 instance.feed_many(await self.world.events.list(run_id, after_seq=instance.fed_seq))
         except ReplayDivergenceError as exc:
-            await self._finish(run_id, Outcome(error=error_info(exc)))
+            await self._record_end(run_id, Outcome(error=error_info(exc)))
             return
-        drive = _Drive(run_id, instance)
-        if fresh:
-            await self._redispatch_unfinished(drive)
+        drive = _Drive(run_id, instance, workflow)
         try:
-            await self._loop(drive, workflow)
+            if fresh:
+                await self._redispatch_unfinished(drive)
+            if instance.started_at is None and instance.ended is None:
+                self._speculate(drive, Event(run_id, E.RUN_STARTED))
+            await self._loop(drive)
         except ReplayDivergenceError as exc:
-            await self._finish(run_id, Outcome(error=error_info(exc)))
-            drive.instance.close()
-            return
-        except BaseException:
-            drive.instance.close()
-            raise
+            drive.pending.clear()
+            await self._record_end(run_id, Outcome(error=error_info(exc)))
+            drive.instance.ended = E.RUN_FAILED
+        finally:
+            await self._settle(drive)
         if drive.instance.ended is None and not self.always_replay:
             self._cache[run_id] = drive.instance
             if len(self._cache) > CACHE_SIZE:
@@ -270,6 +281,16 @@ class Worker:
                 old.close()
         else:
             drive.instance.close()
+
+    async def _settle(self, drive: _Drive) -> None:
+        """Leaving a run: give back unused step slots, and record what inline steps still finish."""
+        self._step_slots += drive.slots_held
+        drive.slots_held = 0
+        for cid, task in list(drive.inline.items()):
+            outcome = await task
+            if outcome is not None:
+                await self._record_attempt(drive.run_id, cid, outcome, notify=True)
+        drive.inline.clear()
 
     async def _redispatch_unfinished(self, drive: _Drive) -> None:
         """After a full replay, make sure every step the code awaits has a message (crash recovery)."""
@@ -288,104 +309,156 @@ class Worker:
                 delay = (step.retry_after - utcnow()).total_seconds()
             await enqueue_step(self.world, drive.run_id, cid, delay=delay)
 
-    async def _loop(self, drive: _Drive, workflow: Any) -> None:
+    # --- the drive loop ---
+
+    def _speculate(self, drive: _Drive, event: Event) -> Event:
+        """Feed `event` to the code at the log position it will be recorded at."""
         instance = drive.instance
+        event = Event(event.run_id, event.event_type, event.correlation_id, event.data,
+                      seq=instance.fed_seq + 1, created_at=utcnow())
+        drive.pending.append(event)
+        instance.feed(event)
+        return event
+
+    async def _loop(self, drive: _Drive) -> None:
         world = self.world
         run_id = drive.run_id
         while True:
+            instance = drive.instance
             if instance.ended is not None:
                 return
+            # Results of inline steps that finished: the code sees them now, the log with the next commit.
+            for cid in [cid for cid, task in drive.inline.items() if task.done()]:
+                outcome = drive.inline.pop(cid).result()
+                if outcome is None:
+                    continue
+                if instance.steps.get(cid) is None:  # a replay from the log lost track of it
+                    await self._record_attempt(run_id, cid, outcome, notify=False)
+                    continue
+                self._speculate(drive, outcome.event)
+                if outcome.retry_at is not None:
+                    drive.retries.append((cid, outcome.retry_at))
             if instance.outcome is not None:
-                await self._finish(run_id, instance.outcome)
-                return
+                outcome = instance.outcome
+                event = Event(run_id, E.RUN_FAILED if outcome.failed else E.RUN_COMPLETED,
+                              data={"error": outcome.error} if outcome.failed else {"output": outcome.output})
+                self._speculate(drive, event)
+                if await self._flush(drive):
+                    await self._after_end(run_id)
+                    return
+                continue
             now = utcnow()
             timers = instance.live_timers()
-            due = [cid for cid, at in timers.items() if at <= now]
-            if due:  # complete every elapsed wait in one atomic write
-                events = [Event(run_id, E.WAIT_COMPLETED, correlation_id=cid) for cid in due]
-                await world.events.create_batch(run_id, events, skip_conflicts=True)
-                instance = await self._catch_up(drive, workflow)
+            due = sorted(cid for cid, at in timers.items() if at <= now)
+            if due:  # every elapsed wait completes in the same commit
+                for cid in due:
+                    self._speculate(drive, Event(run_id, E.WAIT_COMPLETED, correlation_id=cid))
                 continue
             commands = instance.new_commands()
             if commands:
-                await self._record(drive, commands)
-                instance = await self._catch_up(drive, workflow)
+                self._speculate_commands(drive, commands)
                 continue
+            if not await self._flush(drive):
+                continue  # the log moved under us: replayed from it, look again
+            if self.always_replay:  # test mode: the code is rebuilt from the log at every step
+                drive.instance.close()
+                drive.instance = await self._fresh_instance(run_id, drive.workflow)
+            await self._act(drive)
             if not drive.inline:
                 if timers:  # suspend; the queue wakes the run when its first timer is due
                     first = min(timers.values())
                     await enqueue_workflow(world, run_id, delay=(first - utcnow()).total_seconds())
                 return
-            # Steps run inline: wait for the log to move (their results, hook payloads, ...) or a timer.
-            timeout = 1.0  # also notices an inline task that ended without writing (see _run_inline)
-            if timers:
-                timeout = min(max((min(timers.values()) - utcnow()).total_seconds(), 0.0), timeout)
-            moved = await world.events.wait(run_id, after_seq=instance.fed_seq, timeout=timeout)
-            if moved:
-                instance = await self._catch_up(drive, workflow)
-            for cid in [cid for cid, task in drive.inline.items() if task.done()]:
-                drive.inline.pop(cid)
+            await self._wait(drive, timers)
 
-    async def _catch_up(self, drive: _Drive, workflow: Any) -> WorkflowInstance:
-        """Feed the instance what the log holds beyond what it has seen (or replay it from the top)."""
-        if self.always_replay:
-            drive.instance.close()
-            run = await self.world.runs.get(drive.run_id, resolve_data=False)
-            drive.instance = await self._fresh_instance(run, workflow)
-            self.stats["replays"] += 1
-        else:
-            drive.instance.feed_many(await self.world.events.list(drive.run_id, after_seq=drive.instance.fed_seq))
-        return drive.instance
-
-    async def _record(self, drive: _Drive, commands: list[Any]) -> None:
-        """Record the code's new steps, waits and hooks in one batch; start new steps inline."""
+    def _speculate_commands(self, drive: _Drive, commands: list[Any]) -> None:
         run_id = drive.run_id
-        events: list[Event] = []
-        inline: list[str] = []
         for command in commands:
             if command.kind == "step":
-                events.append(Event(run_id, E.STEP_CREATED, correlation_id=command.cid, data=command.data))
+                self._speculate(drive, Event(run_id, E.STEP_CREATED, correlation_id=command.cid, data=command.data))
                 if self._take_step_slot():
-                    # attempt=1: if someone else created (and started) this step, this start is a 409 too.
-                    events.append(Event(run_id, E.STEP_STARTED, correlation_id=command.cid, data={"attempt": 1}))
-                    inline.append(command.cid)
+                    drive.slots_held += 1
+                    started = self._speculate(
+                        drive, Event(run_id, E.STEP_STARTED, correlation_id=command.cid, data={"attempt": 1})
+                    )
+                    drive.to_start.append(started)
+                else:
+                    drive.to_queue.append(command.cid)
             elif command.kind == "wait":
-                events.append(Event(run_id, E.WAIT_CREATED, correlation_id=command.cid, data=command.data))
+                self._speculate(drive, Event(run_id, E.WAIT_CREATED, correlation_id=command.cid, data=command.data))
             else:
-                events.append(Event(run_id, E.HOOK_CREATED, correlation_id=command.cid, data=command.data))
+                self._speculate(drive, Event(run_id, E.HOOK_CREATED, correlation_id=command.cid, data=command.data))
+
+    async def _flush(self, drive: _Drive) -> bool:
+        """Record the pending events where the code saw them. False if the log had moved: the
+        step results among them are then recorded on their own and the code replayed from the log."""
+        if not drive.pending:
+            return True
+        events, drive.pending = drive.pending, []
         try:
-            results = await self.world.events.create_batch(run_id, events, skip_conflicts=True)
-        except BaseException:
-            self._step_slots += len(inline)
-            raise
-        created: set[str] = set()
-        started: dict[str, Any] = {}
-        for result in results:
-            if not result.events or result.step is None:
-                continue
-            kind = result.events[0].event_type
-            if kind == E.STEP_CREATED:
-                created.add(result.step.step_id)
-            elif kind == E.STEP_STARTED:
-                started[result.step.step_id] = result.step
-        queued: list[str] = []
-        for command in commands:
-            if command.kind != "step":
-                continue
-            step = started.get(command.cid)
-            if step is None:
-                if command.cid in inline:
-                    self._step_slots += 1
-                if command.cid in created:  # ours, but no slot to run it here: queue it
-                    queued.append(command.cid)
-                continue  # created by another handler: it runs it
-            call = drive.instance.steps[command.cid]
-            drive.inline[command.cid] = asyncio.create_task(
-                self._run_inline(run_id, command.cid, call.step, command.data.get("input"), step.attempt,
-                                 step.started_at, drive.instance.metadata())
+            results = await self.world.events.create_batch(drive.run_id, events, expected_seq=events[0].seq)
+        except (EntityConflictError, NotFoundError, TooEarlyError) as exc:
+            log.debug("run %s: batch refused (%s); replaying from the log", drive.run_id, exc)
+            await self._resync(drive, events)
+            return False
+        recorded = [(e.event_type, e.correlation_id, e.seq) for r in results for e in r.events]
+        if recorded != [(e.event_type, e.correlation_id, e.seq) for e in events]:
+            await self._resync(drive, [])  # e.g. hook_created became hook_conflict
+            return False
+        return True
+
+    async def _resync(self, drive: _Drive, lost: list[Event]) -> None:
+        """Replace the instance by a replay of the log, keeping the step results `lost` held."""
+        self._step_slots += drive.slots_held
+        drive.slots_held = 0
+        drive.to_start.clear()
+        drive.to_queue.clear()
+        drive.retries.clear()
+        for event in lost:
+            if event.event_type in (E.STEP_COMPLETED, E.STEP_FAILED, E.STEP_RETRYING):
+                outcome = AttemptOutcome(Event(event.run_id, event.event_type, event.correlation_id, event.data),
+                                         _retry_at(event))
+                await self._record_attempt(drive.run_id, event.correlation_id or "", outcome, notify=False)
+        drive.instance.close()
+        drive.instance = await self._fresh_instance(drive.run_id, drive.workflow)
+
+    async def _act(self, drive: _Drive) -> None:
+        """After a commit: start the new steps inline, queue the others and the retries."""
+        instance = drive.instance
+        for event in drive.to_start:
+            cid = event.correlation_id or ""
+            call = instance.steps[cid]
+            drive.slots_held -= 1
+            drive.inline[cid] = asyncio.create_task(
+                self._run_inline(drive.run_id, cid, call.step, call.command.data.get("input"), 1, event.created_at,
+                                 instance.metadata())
             )
-        for cid in queued:
-            await enqueue_step(self.world, run_id, cid)
+        drive.to_start.clear()
+        for cid in drive.to_queue:
+            await enqueue_step(self.world, drive.run_id, cid)
+        drive.to_queue.clear()
+        for cid, at in drive.retries:
+            await enqueue_step(self.world, drive.run_id, cid, delay=(at - utcnow()).total_seconds())
+        drive.retries.clear()
+
+    async def _wait(self, drive: _Drive, timers: dict[str, datetime]) -> None:
+        """Wait for an inline step to finish, the log to move (a hook payload...), or a timer."""
+        timeout = None
+        if timers:
+            timeout = max((min(timers.values()) - utcnow()).total_seconds(), 0.0)
+        instance = drive.instance
+        watcher = asyncio.ensure_future(self.world.events.wait(drive.run_id, after_seq=instance.fed_seq, timeout=None))
+        try:
+            await asyncio.wait([watcher, *drive.inline.values()], timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not watcher.done():
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+        if watcher.done() and not watcher.cancelled() and watcher.result():
+            # Someone else wrote to the log (our own writes were fed already): follow it.
+            instance.feed_many(await self.world.events.list(drive.run_id, after_seq=instance.fed_seq))
 
     def _take_step_slot(self) -> bool:
         if self._step_slots > 0 and not self._stopping.is_set():
@@ -394,46 +467,49 @@ class Worker:
         return False
 
     async def _run_inline(self, run_id: str, step_id: str, step: StepFunction, step_input: Any, attempt: int,
-                          started_at: datetime | None, workflow: WorkflowMetadata) -> None:
+                          started_at: datetime | None, workflow: WorkflowMetadata) -> AttemptOutcome | None:
+        """One attempt of a step the driver started; its outcome is recorded by the driver."""
         try:
-            try:
-                outcome = await self.executor.attempt(step, run_id=run_id, step_id=step_id, step_input=step_input,
-                                                      attempt=attempt, started_at=started_at, workflow=workflow)
-            finally:
-                self._step_slots += 1
-            await self._record_attempt(run_id, step_id, outcome, notify=False)
+            return await self.executor.attempt(step, run_id=run_id, step_id=step_id, step_input=step_input,
+                                               attempt=attempt, started_at=started_at, workflow=workflow)
         except Exception:
-            log.exception("inline step %s of run %s could not be recorded; queueing it", step_id, run_id)
+            log.exception("inline step %s of run %s failed to run; queueing it", step_id, run_id)
             with contextlib.suppress(WorldError):
                 await enqueue_step(self.world, run_id, step_id, delay=1.0)
+            return None
+        finally:
+            self._step_slots += 1
 
     async def _record_attempt(self, run_id: str, step_id: str, outcome: AttemptOutcome, *, notify: bool) -> None:
         """Record an attempt's result; queue the retry, and wake the run if someone else drives it."""
         self.stats["steps"] += 1
         try:
             await self.world.events.create(run_id, outcome.event)
-        except (EntityConflictError, RunExpiredError):
+        except (EntityConflictError, RunExpiredError, NotFoundError):
             return  # another attempt finished first, or the run is over: nothing more to do
         if outcome.retry_at is not None:
             await enqueue_step(self.world, run_id, step_id, delay=(outcome.retry_at - utcnow()).total_seconds())
         elif notify:
             await enqueue_workflow(self.world, run_id)
 
-    async def _finish(self, run_id: str, outcome: Outcome) -> None:
-        """Record the run's end (once: a racing handler's 409/410 means it is already recorded)."""
+    async def _record_end(self, run_id: str, outcome: Outcome) -> None:
+        """Record the run's end outside a drive (a divergence): once, racing handlers get 409/410."""
         if outcome.failed:
             event = Event(run_id, E.RUN_FAILED, data={"error": outcome.error})
         else:
             event = Event(run_id, E.RUN_COMPLETED, data={"output": outcome.output})
         try:
-            result = await self.world.events.create(run_id, event)
+            await self.world.events.create(run_id, event)
         except (EntityConflictError, RunExpiredError):
             self._evict(run_id)
             return
+        await self._after_end(run_id)
+
+    async def _after_end(self, run_id: str) -> None:
         self._evict(run_id)
         from .children import notify_parent
 
-        await notify_parent(self.world, result.run)
+        await notify_parent(self.world, await self.world.runs.get(run_id))
 
     # --- steps from the queue ---
 
@@ -491,3 +567,10 @@ class Worker:
             self._step_slots += 1
         await self._record_attempt(run_id, step_id, outcome, notify=True)
         return None
+
+
+def _retry_at(event: Event) -> datetime | None:
+    if event.event_type != E.STEP_RETRYING:
+        return None
+    value = event.data.get("retry_after")
+    return datetime.fromisoformat(value) if isinstance(value, str) else None

@@ -92,7 +92,8 @@ class EventsStorage(ABC):
     async def create(self, run_id: str, event: Event) -> EventResult:
         """Validate and record one event atomically, then update the materialized entities.
 
-        The World assigns `event_id` (monotonic ULID), `seq` and `created_at`. Raises the
+        The World assigns `event_id` (monotonic ULID) and `seq`, and `created_at` unless the
+        caller set it (the runtime does, when it fed the event to the code before recording it). Raises the
         state machine's errors: EntityConflictError, RunExpiredError, NotFoundError,
         TooEarlyError. `run_started` carrying workflow_name and input creates the run
         (recording `run_created` first) when it does not exist; the first writer wins.
@@ -100,13 +101,15 @@ class EventsStorage(ABC):
 
     @abstractmethod
     async def create_batch(
-        self, run_id: str, events: Sequence[Event], *, skip_conflicts: bool = False
+        self, run_id: str, events: Sequence[Event], *, skip_conflicts: bool = False, expected_seq: int | None = None
     ) -> list[EventResult]:
         """Record several events of one run atomically and in order, under one lock.
 
         Either all are recorded or none (the first error is raised). With
         `skip_conflicts=True`, events that would raise EntityConflictError are left out
         instead, and their result has `events == []`; other errors still abort the batch.
+        With `expected_seq`, the batch is recorded only if the log holds exactly that many
+        events (optimistic concurrency), else EntityConflictError and nothing is written.
         """
 
     @abstractmethod
@@ -291,3 +294,16 @@ class World(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release files, locks and waiters. The World may not be used afterwards."""
+
+    # --- worker presence (optional: a World without it reports no workers) ---
+
+    async def announce_worker(self, info: dict[str, Any]) -> str:
+        """Record this process as a live worker (until `retire_worker` or its death); returns its id."""
+        return ""
+
+    async def retire_worker(self, worker_id: str) -> None:  # noqa: B027 - optional, no-op by default
+        """This process stops being a worker."""
+
+    async def live_workers(self) -> list[dict[str, Any]]:
+        """The workers currently alive on this World, as they described themselves."""
+        return []

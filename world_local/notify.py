@@ -14,8 +14,10 @@ wake-up can slip between the check and the wait:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
+import functools
 import hashlib
 import itertools
 import os
@@ -25,10 +27,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+@functools.lru_cache(maxsize=4096)
 def _channel_dir_name(channel: str) -> str:
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in channel)[:48]
     digest = hashlib.sha256(channel.encode()).hexdigest()[:12]
     return f"{safe}.{digest}"
+
+
+#: Readers kept open after their last subscriber left (per Notifier).
+MAX_IDLE_READERS = 256
 
 
 class Subscription:
@@ -173,6 +180,9 @@ class Notifier:
         self._prefix = f"{os.getpid()}-{id(self):x}"
         self._poller: _Poller | None = None
         self._counter = itertools.count()
+        # Readers with no subscriber left stay open a while: subscribing again is then free.
+        self._idle: collections.OrderedDict[str, _ChannelReader] = collections.OrderedDict()
+        self._listing: dict[str, tuple[int, list[str]]] = {}
 
     def _dir(self, channel: str) -> Path:
         return self.root / _channel_dir_name(channel)
@@ -184,6 +194,10 @@ class Notifier:
         with self._lock:
             self._local.setdefault(channel, set()).add(sub)
             reader = self._readers.get(channel)
+            if reader is None:
+                reader = self._idle.pop(channel, None)
+                if reader is not None:
+                    self._readers[channel] = reader
             if reader is None:
                 directory = self._dir(channel)
                 directory.mkdir(parents=True, exist_ok=True)
@@ -207,9 +221,12 @@ class Notifier:
                     reader.subscriptions.discard(sub)
                     if not reader.subscriptions:
                         del self._readers[channel]
-                        if self._poller is not None:
-                            self._poller.remove(reader)
-                        reader.close()
+                        self._idle[channel] = reader
+                        if len(self._idle) > MAX_IDLE_READERS:
+                            _, old = self._idle.popitem(last=False)
+                            if self._poller is not None:
+                                self._poller.remove(old)
+                            old.close()
 
     def notify(self, channel: str) -> None:
         """Wake every waiter of `channel`, here and in other processes. Never raises."""
@@ -219,9 +236,20 @@ class Notifier:
             sub._wake()
         directory = self._dir(channel)
         try:
-            names = os.listdir(directory)
+            mtime = os.stat(directory).st_mtime_ns
         except OSError:
             return
+        cached = self._listing.get(channel)
+        if cached is not None and cached[0] == mtime:
+            names = cached[1]
+        else:
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                return
+            if len(self._listing) > 4096:
+                self._listing.clear()
+            self._listing[channel] = (mtime, names)
         for name in names:
             if not name.endswith(".fifo") or name.startswith(self._prefix + "."):
                 continue
@@ -243,8 +271,9 @@ class Notifier:
     def close(self) -> None:
         """Remove this process's FIFOs."""
         with self._lock:
-            readers = list(self._readers.values())
+            readers = list(self._readers.values()) + list(self._idle.values())
             self._readers.clear()
+            self._idle.clear()
             self._local.clear()
             poller, self._poller = self._poller, None
         if poller is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,9 +20,6 @@ import orjson
 
 from ..runtime.world import Message
 from .leases import Holder
-
-#: File names in the messages folder: a ULID + ".json" (the message) or ".lease" (its lease).
-MESSAGE_FILE = re.compile(r"([0-9A-HJKMNP-TV-Z]{26})\.(json|lease)")
 
 FORMAT_VERSION = 1
 
@@ -164,6 +160,13 @@ class MessageRecord:
             extra["redeliver_at"] = _dt(self.again_at).isoformat()
         if lease is not None:
             extra["holder_pid"] = lease.holder.pid
+        return self._message(state, lease, extra)
+
+    def leased_message(self) -> Message:
+        """The message as handed out by `take` to the holder of its (fresh) lease."""
+        return self._message("leased", self.lease, {})
+
+    def _message(self, state: str, lease: Lease | None, extra: dict[str, Any]) -> Message:
         return Message(
             message_id=self.message_id,
             queue=self.queue,

@@ -11,12 +11,15 @@ Layout of a data directory (see also `views.py`, `tokens.py`, `event_log.py`):
 
 Locking: a run's writers hold a `threading.Lock` (threads of this process) and an
 exclusive `flock` on the run's log file itself (other processes, and other World objects
-of this process, which open their own descriptor). Readers take no lock.
+of this process, which open their own descriptor); no separate `.lock` file is needed.
+Readers of the log take no lock (they ignore a torn tail); readers of view files take a
+shared `flock` on the file for the duration of one read (see `views.py`).
 
 A commit (`commit`): under the lock, bring the cached `RunState` up to date (cheap: the
 cache remembers how many bytes of the log it has folded; only bytes added since, by other
 processes, are read), plan and apply the events, append all their lines with one
-`write` (+ `fdatasync` when fsync is on): that is the commit point. Then rewrite the
+`write` (+ `fdatasync` when fsync is on): that is the commit point. Event ids are ULIDs,
+kept increasing along the log even when several processes write it. Then rewrite the
 changed views (not synced: they are repairable from the log, except when the run ends),
 move the status markers, release the tokens of disposed hooks, and notify `run:<id>`.
 
@@ -61,7 +64,7 @@ from ..runtime.ids import new_ulid, validate_id
 from ..runtime.state_machine import RunState, apply, plan
 from ..runtime.world import EventResult
 from .event_log import committed_lines, encode_event, join_lines, parse_line, read_fd
-from .files import fsync_dir
+from .files import datasync, fsync_dir
 from .notify import Notifier
 from .tokens import TokenIndex
 from .views import StatusIndex, entity_bytes, read_view, write_view
@@ -176,13 +179,16 @@ class RunStore:
         self.root = root
         self.runs_dir = root / "runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.runs_str = str(self.runs_dir)
         self.index = StatusIndex(root / "index" / "status")
         self.tokens = TokenIndex(root / "tokens", fsync=fsync)
         self.notifier = notifier
         self.fsync = fsync
         self._handles: OrderedDict[str, _RunHandle] = OrderedDict()
         self._handles_lock = threading.Lock()
-        self._counts: dict[str, tuple[int, int]] = {}  # run_id -> (bytes scanned, events) for `event_count`
+        # run_id -> (bytes scanned, spans of the committed lines in them), for readers of the log
+        self._lines: OrderedDict[str, tuple[int, list[tuple[int, int]]]] = OrderedDict()
+        self._lines_lock = threading.Lock()
 
     # --- paths ---
 
@@ -326,8 +332,13 @@ class RunStore:
             event = event.evolve(event_type=event_type, run_id=run_id)
         return event
 
-    def commit(self, run_id: str, events: Sequence[Event], *, skip_conflicts: bool = False) -> list[EventResult]:
-        """Validate and record events of one run atomically; return what each did."""
+    def commit(
+        self, run_id: str, events: Sequence[Event], *, skip_conflicts: bool = False, expected_seq: int | None = None
+    ) -> list[EventResult]:
+        """Validate and record events of one run atomically; return what each did.
+
+        With `expected_seq`, the first event must land at that position of the log (else 409).
+        """
         validate_id(run_id, "run id")
         prepared = [self._prepare(run_id, event) for event in events]
         if not prepared:
@@ -338,15 +349,20 @@ class RunStore:
             if handle is None:  # no such run: let the state machine say why
                 plan(RunState(), prepared[0], now)
                 raise NotFoundError(f"run {run_id} not found")
-            results, committed = self._commit_locked(handle, prepared, now, skip_conflicts)
+            results, committed = self._commit_locked(handle, prepared, now, skip_conflicts, expected_seq)
         if committed:
             self.notifier.notify(run_channel(run_id))
         return results
 
     def _commit_locked(
-        self, handle: _RunHandle, events: list[Event], now: datetime, skip_conflicts: bool
+        self, handle: _RunHandle, events: list[Event], now: datetime, skip_conflicts: bool,
+        expected_seq: int | None = None,
     ) -> tuple[list[EventResult], bool]:
         view = self.refresh(handle)
+        if expected_seq is not None and view.count != expected_seq:
+            raise EntityConflictError(
+                f"run {handle.run_id}: the log holds {view.count} events, the batch expected {expected_seq}"
+            )
         state = view.state
         run_before = state.run
         status_before = run_before.status if run_before is not None else None
@@ -376,7 +392,7 @@ class RunStore:
                         data=item.data,
                         event_id=_event_id_after(view.last_event_id),
                         seq=view.count,
-                        created_at=now,
+                        created_at=item.created_at or now,
                     )
                     lines.append(encode_event(record))
                     self._note_changes(state, record, changes)
@@ -457,7 +473,7 @@ class RunStore:
             raise
         changes.written = True
         if self.fsync:
-            os.fdatasync(handle.fd)
+            datasync(handle.fd)
         view.size = size + len(data)
 
     def _index_new_run(self, handle: _RunHandle, status: RunStatus) -> None:
@@ -586,7 +602,7 @@ class RunStore:
     # --- reading the log ---
 
     def read_log(self, run_id: str) -> tuple[bytes, list[tuple[int, int]], Path]:
-        """The committed lines of a run's log. NotFoundError if the run has none."""
+        """The whole committed log of a run. NotFoundError if the run has none."""
         path = self.run_dir(run_id) / "events.jsonl"
         try:
             data = path.read_bytes()
@@ -597,27 +613,69 @@ class RunStore:
             raise NotFoundError(f"run {run_id} not found")
         return data, spans, path
 
+    def read_lines(self, run_id: str, start: int, stop: int | None) -> tuple[bytes, list[tuple[int, int]], Path]:
+        """Committed lines [start, stop) of a run's log: their bytes and spans within them.
+
+        Only the bytes of those lines are read: where each line begins is remembered per
+        run (bytes before the last committed line never change), so following a growing
+        log costs what it grew by. NotFoundError if the run has no log.
+        """
+        path = self.run_dir(run_id) / "events.jsonl"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFoundError(f"run {run_id} not found") from None
+        try:
+            spans = self._line_spans(run_id, fd)
+            if not spans:
+                raise NotFoundError(f"run {run_id} not found")
+            chosen = spans[start:stop]
+            if not chosen:
+                return b"", [], path
+            base = chosen[0][0]
+            data = read_fd(fd, base, chosen[-1][1] + 1)
+        finally:
+            os.close(fd)
+        return data, [(a - base, b - base) for a, b in chosen], path
+
     def event_count(self, run_id: str) -> int:
         """How many events the run's log holds (0 if it does not exist); reads only new bytes."""
-        path = self.run_dir(run_id) / "events.jsonl"
+        path = f"{self.runs_str}/{validate_id(run_id, 'run id')}/events.jsonl"
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            return 0
+        with self._lines_lock:
+            known = self._lines.get(run_id)
+            if known is not None and known[0] == size:
+                return len(known[1])  # nothing new since we last looked: no need to open it
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return 0
         try:
-            size = os.fstat(fd).st_size
-            scanned, count = self._counts.get(run_id, (0, 0))
-            if size < scanned:
-                scanned, count = 0, 0
-            if size > scanned:
-                spans, good = committed_lines(read_fd(fd, scanned, size))
-                scanned, count = scanned + good, count + len(spans)
-                if len(self._counts) >= 4096:
-                    self._counts.clear()
-                self._counts[run_id] = (scanned, count)
-            return count
+            return len(self._line_spans(run_id, fd))
         finally:
             os.close(fd)
+
+    def _line_spans(self, run_id: str, fd: int) -> list[tuple[int, int]]:
+        # The absolute (start, end) of every committed line, updated from the bytes added since.
+        size = os.fstat(fd).st_size
+        with self._lines_lock:
+            known = self._lines.get(run_id)
+            if known is None or size < known[0]:
+                known = (0, [])
+            else:
+                self._lines.move_to_end(run_id)
+            scanned, spans = known
+            if size > scanned:
+                new, good = committed_lines(read_fd(fd, scanned, size))
+                spans.extend((scanned + a, scanned + b) for a, b in new)  # under the lock
+                scanned += good
+            self._lines[run_id] = (scanned, spans)
+            if len(self._lines) > MAX_OPEN_RUNS * 4:
+                self._lines.popitem(last=False)
+            return spans
 
     # --- recovery ---
 

@@ -179,19 +179,19 @@ class LocalEvents(EventsStorage):
         return self._store.commit(run_id, [event])[0]
 
     async def create_batch(
-        self, run_id: str, events: Sequence[Event], *, skip_conflicts: bool = False
+        self, run_id: str, events: Sequence[Event], *, skip_conflicts: bool = False, expected_seq: int | None = None
     ) -> list[EventResult]:
         """Record several events of one run with one atomic append (all or none)."""
-        return self._store.commit(run_id, events, skip_conflicts=skip_conflicts)
+        return self._store.commit(run_id, events, skip_conflicts=skip_conflicts, expected_seq=expected_seq)
 
     async def list(
         self, run_id: str, *, after_seq: int = -1, limit: int | None = None, resolve_data: bool = True
     ) -> list[Event]:
         """The run's events with seq > after_seq, oldest first. NotFoundError for an unknown run."""
-        data, spans, path = self._store.read_log(run_id)
         start = max(after_seq + 1, 0)
-        stop = len(spans) if limit is None else min(len(spans), start + max(limit, 0))
-        events = [parse_line(data, spans[i], path, i + 1) for i in range(start, stop)]
+        stop = None if limit is None else start + max(limit, 0)
+        data, spans, path = self._store.read_lines(run_id, start, stop)
+        events = [parse_line(data, span, path, start + i + 1) for i, span in enumerate(spans)]
         return events if resolve_data else [without_payloads(e) for e in events]
 
     async def list_by_correlation_id(self, run_id: str, correlation_id: str) -> list[Event]:

@@ -21,8 +21,7 @@ from pathlib import Path
 import orjson
 
 from ..runtime.errors import CorruptDataError
-from .files import read_json
-from .views import create_file_exclusive, replace_file
+from .files import create_file_exclusive, read_json, write_bytes_atomic
 
 log = logging.getLogger("wf.world_local")
 
@@ -71,7 +70,7 @@ class TokenIndex:
     def replace(self, token: str, run_id: str, hook_id: str) -> None:
         """Take over `token` from a stale holder (the caller holds the stale owner's run lock)."""
         entry = {"token": token, "run_id": run_id, "hook_id": hook_id}
-        replace_file(self.path(token), orjson.dumps(entry), fsync=self.fsync)
+        write_bytes_atomic(self.path(token), orjson.dumps(entry), fsync=self.fsync)
 
     def release(self, token: str, run_id: str, hook_id: str) -> None:
         """Remove the token's file if it still points at this hook (the caller holds run_id's lock)."""

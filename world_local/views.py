@@ -32,10 +32,8 @@ rewrites the views of active runs from their logs.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
-import itertools
 import logging
 import os
 import time
@@ -47,7 +45,7 @@ import orjson
 
 from ..runtime.entities import Hook, Run, RunStatus, Step, Wait
 from ..runtime.errors import CorruptDataError
-from .files import fsync_dir
+from .files import _exchange, _tmp_ids, datasync, fsync_dir
 
 log = logging.getLogger("wf.world_local")
 
@@ -56,78 +54,6 @@ E = TypeVar("E", Run, Step, Hook, Wait)
 #: View files of at most this many bytes are rewritten in place: one write within one page,
 #: which a dying process cannot leave half done.
 IN_PLACE_MAX = 4096
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-_tmp_ids = itertools.count()
-
-
-def _load_renameat2() -> Any:
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_renameat2: Any = _load_renameat2()
-
-
-def _exchange(a: bytes, b: bytes) -> bool:
-    """Swap two paths atomically; False if `b` does not exist or the system cannot swap."""
-    global _renameat2
-    if _renameat2 is None:
-        return False
-    if _renameat2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err == errno.ENOENT:
-        return False
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        _renameat2 = None  # this file system cannot: use rename from now on
-        return False
-    raise OSError(err, os.strerror(err), os.fsdecode(b))
-
-
-def replace_file(path: Path, data: bytes, *, fsync: bool, sync_dir: bool = True) -> None:
-    """Atomically give `path` the content `data` (creating its folder if needed).
-
-    With `fsync`, the content is durable on return, and so is the directory entry
-    unless `sync_dir=False` (the caller then syncs the folder once for several files).
-    """
-    target = os.fsencode(path)
-    tmp = b"%s/.%s.%d.%d.tmp" % (os.fsencode(path.parent), os.fsencode(path.name), os.getpid(), next(_tmp_ids))
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if fsync:
-            os.fdatasync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    os.close(fd)
-    try:
-        if _exchange(tmp, target):
-            os.unlink(tmp)  # it now holds the old content
-        else:
-            os.rename(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if fsync and sync_dir:
-        fsync_dir(path.parent)
-
-
 def write_view(path: str, data: bytes, *, fsync: bool) -> None:
     """Give the view file `path` the content `data` (see the module docstring); the caller
     holds the run's lock. With `fsync` the content is durable (the folder is not synced)."""
@@ -188,7 +114,7 @@ def _rewrite(fd: int, data: bytes, fsync: bool) -> None:
             written += os.pwrite(fd, data[written:], written)
         os.ftruncate(fd, len(data))
         if fsync:
-            os.fdatasync(fd)
+            datasync(fd)
     finally:
         os.close(fd)
 
@@ -204,28 +130,6 @@ def read_view(path: str | Path) -> bytes:
         return b"".join(parts)
     finally:
         os.close(fd)
-
-
-def create_file_exclusive(path: Path, data: bytes, *, fsync: bool) -> bool:
-    """Create `path` holding `data` unless it exists (False then); never visible half written."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_tmp_ids)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, data)
-        if fsync:
-            os.fdatasync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-    if fsync:
-        fsync_dir(path.parent)
-    return True
 
 
 def entity_bytes(entity: Run | Step | Hook | Wait, created_seq: int | None = None) -> bytes:
@@ -296,21 +200,48 @@ def read_entities(folder: Path, cls: type[E]) -> list[tuple[int, E]]:
 
 
 class StatusIndex:
-    """`index/status/<status>/<run_id>` markers: the runs of a status without scanning all runs."""
+    """`index/status/<status>/<run_id>` markers: the runs of a status without scanning all runs.
+
+    A marker is a hard link to one shared empty file (`index/status/.marker`), so that
+    indexing a run allocates no inode (~20 µs instead of ~100 µs here), and a status change
+    renames the marker from one folder to the other in one step.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         for status in RunStatus:
             (root / status.value).mkdir(parents=True, exist_ok=True)
+        self._source = root / ".marker"
+        if not self._source.exists():
+            self._new_source()
+
+    def _new_source(self) -> None:
+        tmp = self.root / f".marker.{os.getpid()}.{next(_tmp_ids)}.tmp"
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        os.replace(tmp, self._source)  # the old source keeps its links
 
     def _path(self, status: RunStatus, run_id: str) -> Path:
         return self.root / status.value / run_id
 
     def mark(self, run_id: str, status: RunStatus, *, fsync: bool) -> None:
         """Record that the run has `status` (does not remove other markers)."""
-        os.close(os.open(self._path(status, run_id), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        path = self._path(status, run_id)
+        for _ in range(3):
+            try:
+                os.link(self._source, path)
+                break
+            except FileExistsError:
+                break
+            except FileNotFoundError:
+                self._new_source()  # removed by hand: make another
+            except OSError as exc:
+                if exc.errno != errno.EMLINK:
+                    raise
+                self._new_source()  # 65000 links on ext4: start a new source
+        else:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
         if fsync:
-            fsync_dir(self.root / status.value)
+            fsync_dir(path.parent)
 
     def unmark(self, run_id: str, status: RunStatus, *, fsync: bool = False) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -319,10 +250,18 @@ class StatusIndex:
                 fsync_dir(self.root / status.value)
 
     def move(self, run_id: str, old: RunStatus | None, new: RunStatus, *, fsync: bool) -> None:
-        """The run went from `old` to `new`: mark the new status first, then drop the old."""
-        self.mark(run_id, new, fsync=fsync)
-        if old is not None and old != new:
-            self.unmark(run_id, old, fsync=fsync)
+        """The run went from `old` to `new`: one rename of its marker (a new one if it had none)."""
+        if old is None or old == new:
+            self.mark(run_id, new, fsync=fsync)
+            return
+        try:
+            os.rename(self._path(old, run_id), self._path(new, run_id))
+        except FileNotFoundError:
+            self.mark(run_id, new, fsync=fsync)
+            return
+        if fsync:
+            fsync_dir(self.root / new.value)
+            fsync_dir(self.root / old.value)
 
     def set_only(self, run_id: str, status: RunStatus | None) -> None:
         """Leave exactly the marker of `status` (none if None): repairs after a crash."""

@@ -16,6 +16,7 @@ import inspect
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from ..runtime.entities import RunStatus
 from ..runtime.errors import WfError
@@ -26,6 +27,7 @@ from .queue import LocalQueue
 from .run_store import RunStore
 from .storage import LocalEvents, LocalHooks, LocalRuns, LocalSteps, LocalWaits
 from .streams import LocalStreams
+from .workers import WorkerRegistry
 
 log = logging.getLogger("wf.world_local")
 
@@ -49,6 +51,7 @@ class LocalWorld(World):
         self.waits = LocalWaits(self._store)
         self.queue = LocalQueue(self.data_dir / "queue", self.notifier, fsync=self.fsync)
         self.streams = LocalStreams(self.data_dir / "streams", self.notifier, fsync=self.fsync)
+        self.workers = WorkerRegistry(self.data_dir / "workers")
 
     async def start(self) -> None:
         """Repair what a crash left behind and enqueue a workflow message for every active run.
@@ -73,6 +76,17 @@ class LocalWorld(World):
                 )
             except (WfError, OSError) as exc:
                 log.warning("start: could not enqueue run %s: %s", run_id, exc)
+
+    async def announce_worker(self, info: dict[str, Any]) -> str:
+        """Record this process as a live worker (a file under `<data>/workers/`)."""
+        return self.workers.announce(info)
+
+    async def retire_worker(self, worker_id: str) -> None:
+        self.workers.retire(worker_id)
+
+    async def live_workers(self) -> list[dict[str, Any]]:
+        """Live workers on this data dir; files left by dead ones are removed."""
+        return self.workers.live()
 
     async def close(self) -> None:
         """Close the queue, streams, log descriptors and notifier FIFOs."""

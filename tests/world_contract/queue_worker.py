@@ -3,9 +3,11 @@
     python queue_worker.py <factory> <data_dir> hold <queue> <lease>
         take one message, print it, then sleep until killed
     python queue_worker.py <factory> <data_dir> wait <queue> <timeout>
-        print "waiting", block in take(timeout), print the message and the hand-off latency
-    python queue_worker.py <factory> <data_dir> consume <queue> <idle>
-        take and ack until nothing comes for <idle> seconds; print the ids taken
+        print "waiting", block in take(timeout), print the message and the hand-off latency;
+        again, until a message with {"last": true} or a timeout
+    python queue_worker.py <factory> <data_dir> consume <queue> <idle> [<hold>]
+        take, and ack <hold> seconds later (default 0.001), until nothing comes for <idle>
+        seconds; print what was taken
 
 Every line printed is one JSON object. `<factory>` names an entry of WORLD_FACTORIES in
 conftest.py, so the same cases run against every World.
@@ -50,35 +52,39 @@ async def _hold(world: World, queue: str, lease: float) -> None:
 
 
 async def _wait(world: World, queue: str, timeout: float) -> None:
-    _say(event="waiting")
-    message = await world.queue.take([queue], timeout=timeout)
-    received = time.time()
-    if message is None:
-        _say(event="timeout")
-        return
-    _say(event="taken", latency=received - message.payload["sent"], **_describe(message))
-    await world.queue.ack(message)
+    while True:
+        _say(event="waiting")
+        message = await world.queue.take([queue], timeout=timeout)
+        received = time.time()
+        if message is None:
+            _say(event="timeout")
+            return
+        _say(event="taken", latency=received - message.payload["sent"], **_describe(message))
+        await world.queue.ack(message)
+        if message.payload.get("last"):
+            return
 
 
-async def _consume(world: World, queue: str, idle: float) -> None:
+async def _consume(world: World, queue: str, idle: float, hold: float = 0.001) -> None:
     taken: list[dict[str, Any]] = []
     _say(event="ready")
     while True:
         message = await world.queue.take([queue], timeout=idle)
         if message is None:
             break
-        taken.append({"id": message.message_id, "attempts": message.attempts})
+        taken.append({"id": message.message_id, "attempts": message.attempts, "at": time.time()})
+        await asyncio.sleep(hold)  # some work: enqueues may race with the ack
         await world.queue.ack(message)
     _say(event="done", taken=taken)
 
 
 async def main(argv: list[str]) -> None:
-    factory, data_dir, command, queue, number = argv
+    factory, data_dir, command, queue, *numbers = argv
     world = _open_world(factory, Path(data_dir))
     await world.start()
     try:
         action = {"hold": _hold, "wait": _wait, "consume": _consume}[command]
-        await action(world, queue, float(number))
+        await action(world, queue, *map(float, numbers))
     finally:
         await world.close()
 

@@ -372,15 +372,15 @@ async def test_a_take_blocked_in_another_process_wakes_on_enqueue(
     world: World, data_dir: Path, factory_name: str, workers: Callable[..., Worker]
 ) -> None:
     latencies = []
-    for _ in range(3):
-        worker = workers(factory_name, data_dir, "wait", Q, 5)
+    worker = workers(factory_name, data_dir, "wait", Q, 5)
+    for n in range(5):
         assert (await worker.line())["event"] == "waiting"
-        await asyncio.sleep(0.3)  # let it block in take
-        await world.queue.enqueue(Q, {"sent": time.time()})
+        await asyncio.sleep(0.1)  # let it block in take
+        await world.queue.enqueue(Q, {"sent": time.time(), "last": n == 4})
         taken = await worker.line()
         assert taken["event"] == "taken"
         latencies.append(taken["latency"])
-        worker.proc.wait(timeout=10)
+    worker.proc.wait(timeout=10)
 
     print(f"\ncross-process enqueue -> take: {', '.join(f'{x * 1000:.1f}' for x in latencies)} ms")
     assert statistics.median(latencies) < 0.5
@@ -413,15 +413,18 @@ async def test_in_process_hand_off_is_fast(queue: Queue) -> None:
 
 
 async def test_threads_and_processes_deliver_each_message_exactly_once(
-    world: World, data_dir: Path, factory_name: str, workers: Callable[..., Worker]
+    make_world: Callable[..., Any], data_dir: Path, factory_name: str, workers: Callable[..., Worker],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("WF_FSYNC", "0")  # for speed, here and in the worker processes
+    world = await make_world()
     enqueued = {await world.queue.enqueue(Q, {"n": n}) for n in range(500)}
-    procs = [workers(factory_name, data_dir, "consume", Q, 1.0) for _ in range(2)]
+    procs = [workers(factory_name, data_dir, "consume", Q, 0.5) for _ in range(2)]
     taken_by_threads: list[tuple[str, int]] = []
     lock = threading.Lock()
 
     async def consume() -> None:
-        while (message := await world.queue.take([Q], timeout=1.0)) is not None:
+        while (message := await world.queue.take([Q], timeout=0.5)) is not None:
             with lock:
                 taken_by_threads.append((message.message_id, message.attempts))
             await world.queue.ack(message)
@@ -441,6 +444,28 @@ async def test_threads_and_processes_deliver_each_message_exactly_once(
     assert len(ids) == len(set(ids)), "a message was delivered twice"
     assert set(ids) == enqueued, "a message was lost"
     assert {attempts for _, attempts in taken} == {1}
+    assert await world.queue.list() == []
+
+
+async def test_no_wake_up_is_lost_when_enqueues_race_with_acks(
+    world: World, data_dir: Path, factory_name: str, workers: Callable[..., Worker]
+) -> None:
+    consumer = workers(factory_name, data_dir, "consume", Q, 0.5, 0.01)  # holds each message 10 ms
+    assert (await consumer.line())["event"] == "ready"
+    for n in range(100):  # most land while the one coalesced message is leased
+        await world.queue.enqueue(Q, {"n": n}, idempotency_key="run:1")
+        await asyncio.sleep(0.001 * (n % 4))
+    while [m.state for m in await world.queue.list()] != ["leased"]:
+        await world.queue.enqueue(Q, {"n": "more"}, idempotency_key="run:1")
+        await asyncio.sleep(0.001)
+    last_enqueue = time.time()
+    await world.queue.enqueue(Q, {"n": "last"}, idempotency_key="run:1")  # while it is leased
+
+    result = await consumer.line(timeout=30)
+
+    deliveries = [t["at"] for t in result["taken"]]
+    print(f"\n100 coalescing enqueues woke the consumer {len(deliveries)} times")
+    assert deliveries and max(deliveries) > last_enqueue, "the last enqueue was not followed by a delivery"
     assert await world.queue.list() == []
 
 

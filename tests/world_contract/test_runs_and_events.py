@@ -8,7 +8,13 @@ import time
 import pytest
 
 from wf.runtime.entities import EventType, RunStatus
-from wf.runtime.errors import EntityConflictError, InvalidIdError, NotFoundError, RunExpiredError
+from wf.runtime.errors import (
+    EntityConflictError,
+    InvalidIdError,
+    NotFoundError,
+    RunExpiredError,
+    SerializationError,
+)
 from wf.runtime.ids import new_run_id
 from wf.runtime.world import World
 
@@ -160,6 +166,14 @@ async def test_event_naming_another_run_is_refused(world: World) -> None:
     with pytest.raises(InvalidIdError):
         await world.events.create(run_id, ev(other, "run_completed"))
     assert (await world.runs.get(run_id)).status == RunStatus.RUNNING
+
+
+async def test_event_data_that_is_not_json_is_refused_and_records_nothing(world: World) -> None:
+    run_id = await new_run(world)
+    with pytest.raises(SerializationError):
+        await world.events.create(run_id, ev(run_id, "step_created", "s1", step_name="a", input=object()))
+    assert await event_types(world, run_id) == ["run_created", "run_started"]
+    await world.events.create(run_id, ev(run_id, "step_created", "s1", step_name="a", input=1))
 
 
 # --- lazy creation ---

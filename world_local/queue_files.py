@@ -1,0 +1,229 @@
+"""The queue's message folder: file names, reading, creating, replacing, setting aside.
+
+    messages/<ULID>.json    a message (queue, payload, order key, availability, attempts)
+    messages/<ULID>.lease   present while it is leased: holder, deadline, delivery count
+    messages/.<...>.tmp     a file being written (removed by rescans once stale)
+    corrupt/                unreadable files moved aside
+    trash/                  removed and replaced files, deleted by a background thread
+
+Writers hold the queue lock. A new file is created in place (`O_EXCL`) or, when fsynced,
+staged under a temporary name and renamed; an existing one is replaced atomically. The
+hot path (enqueue, take, ack) never renames over an existing file: on ext4 that forces
+the new file's data out to disk, and unlinking it soon after would wait for that write.
+Nothing is unlinked under the lock either: freeing written blocks can take a millisecond
+(see file_reaper.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..runtime.errors import CorruptDataError
+from ..runtime.ids import new_ulid
+from .file_reaper import FileReaper
+from .files import fsync_dir, write_bytes_atomic
+from .queue_index import Lease, MessageRecord
+
+logger = logging.getLogger("wf.world_local")
+
+#: File names in the messages folder: a ULID + ".json" (the message) or ".lease" (its lease).
+MESSAGE_FILE = re.compile(r"([0-9A-HJKMNP-TV-Z]{26})\.(json|lease)")
+#: Leftover temporary files older than this are removed by rescans.
+STALE_TMP_SECONDS = 600.0
+
+
+class Unsettled(Exception):
+    """A file read without the lock did not parse: it may be mid-write; re-read it under the lock."""
+
+
+def load_json(path: str) -> Any:
+    """Read a small JSON file: FileNotFoundError if absent, CorruptDataError if unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise CorruptDataError(f"cannot read {path}: {exc.strerror}", path) from exc
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError as exc:
+        raise CorruptDataError(f"cannot read {path}: {exc.strerror}", path) from exc
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        what = "empty" if not data else "truncated or corrupt"
+        raise CorruptDataError(f"{path} is {what} JSON ({exc})", path) from exc
+
+
+def create_file(path: str, data: bytes, *, durable: bool) -> None:
+    """Create a file that must not exist yet (FileExistsError otherwise); fsync it if `durable`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if durable:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    os.close(fd)
+
+
+def unlink(path: str) -> None:
+    """Remove a file if it is there."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+class MessageFiles:
+    """The messages folder of one queue, seen by one LocalQueue."""
+
+    def __init__(self, root: Path, tag: str) -> None:
+        self.folder = root / "messages"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._dir = str(self.folder)
+        self._corrupt = root / "corrupt"
+        self._tag = tag
+        self._reaper = FileReaper(root / "trash", tag)
+
+    def message_path(self, message_id: str) -> str:
+        return f"{self._dir}/{message_id}.json"
+
+    def lease_path(self, message_id: str) -> str:
+        return f"{self._dir}/{message_id}.lease"
+
+    def read(self, message_id: str, *, locked: bool, has_lease: bool = True) -> MessageRecord | None:
+        """A message's files as a record; None if absent or corrupt (then moved aside).
+
+        Without the lock (`locked=False`) an unparsable file raises `Unsettled` instead: it
+        may be mid-write. `has_lease=False` (known from a listing) skips the lease file.
+        """
+        path = self.message_path(message_id)
+        try:
+            doc = load_json(path)
+        except FileNotFoundError:
+            return None
+        except CorruptDataError as exc:
+            if not locked:
+                raise Unsettled from exc
+            self.quarantine(path, str(exc))
+            return None
+        lease = self._read_lease(message_id, locked=locked) if has_lease else None
+        try:
+            return MessageRecord.from_doc(doc, message_id, lease)
+        except ValueError as exc:
+            self.quarantine(path, str(exc))
+            return None
+
+    def _read_lease(self, message_id: str, *, locked: bool) -> Lease | None:
+        path = self.lease_path(message_id)
+        try:
+            return Lease.from_doc(load_json(path))
+        except FileNotFoundError:
+            return None
+        except (CorruptDataError, ValueError) as exc:
+            if not locked:
+                raise Unsettled from exc
+            self.quarantine(path, f"{exc}; the message is deliverable again")
+            return None
+
+    def quarantine(self, path: str, reason: str) -> None:
+        """Move an unreadable file to `corrupt/` and log a warning (logger `wf.world_local`)."""
+        self._corrupt.mkdir(exist_ok=True)
+        target = self._corrupt / f"{os.path.basename(path)}.{new_ulid()}"
+        try:
+            os.rename(path, target)
+        except OSError:
+            logger.warning("skipping corrupt queue file %s (%s)", path, reason)
+            return
+        logger.warning("skipping corrupt queue file %s (%s); moved to %s", path, reason, target)
+
+    def listing(self) -> dict[str, tuple[bool, bool]]:
+        """{message id: (has .json, has .lease)}; removes stale temporary files on the way."""
+        found: dict[str, tuple[bool, bool]] = {}
+        now = time.time()
+        with os.scandir(self._dir) as entries:
+            for entry in entries:
+                match = MESSAGE_FILE.fullmatch(entry.name)
+                if match is not None:
+                    has_json, has_lease = found.get(match.group(1), (False, False))
+                    if match.group(2) == "json":
+                        has_json = True
+                    else:
+                        has_lease = True
+                    found[match.group(1)] = (has_json, has_lease)
+                elif entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                    with contextlib.suppress(OSError):
+                        if now - entry.stat().st_mtime > STALE_TMP_SECONDS:
+                            os.unlink(entry.path)
+        return found
+
+    def stage(self, message_id: str, data: bytes) -> str:
+        """Write a new message's file, fsynced, under a temporary name (before taking the lock)."""
+        tmp = f"{self._dir}/.{message_id}.{os.getpid()}.{self._tag}.tmp"
+        create_file(tmp, data, durable=True)
+        return tmp
+
+    def create_message(self, record: MessageRecord, data: bytes, *, staged: str | None, durable: bool) -> None:
+        """Put a new message's file in place: rename the staged file, or write it now."""
+        if staged is not None:
+            os.rename(staged, self.message_path(record.message_id))
+        else:
+            create_file(self.message_path(record.message_id), data, durable=durable)
+
+    def rewrite_message(self, record: MessageRecord, *, durable: bool) -> None:
+        """Replace a message's file with `record` (atomic)."""
+        path = self.message_path(record.message_id)
+        self._reaper.retire_copy(path)
+        write_bytes_atomic(Path(path), orjson.dumps(record.to_doc()), fsync=durable)
+
+    def write_lease(self, message_id: str, lease: Lease, *, replacing: bool) -> None:
+        """Create (or, when `replacing` an old one, replace) a message's lease file."""
+        path = self.lease_path(message_id)
+        data = orjson.dumps(lease.to_doc())
+        if not replacing:
+            try:
+                create_file(path, data, durable=False)
+                return
+            except FileExistsError:  # left by an interrupted ack: replace it
+                pass
+        self._reaper.retire_copy(path)
+        write_bytes_atomic(Path(path), data, fsync=False)
+
+    def remove(self, message_id: str) -> None:
+        """Delete a message and its lease (the message first: a lone lease is cleaned up later)."""
+        self._reaper.retire(self.message_path(message_id))
+        self._reaper.retire(self.lease_path(message_id))
+
+    def remove_lease(self, message_id: str) -> None:
+        self._reaper.retire(self.lease_path(message_id))
+
+    def remove_orphan_lease(self, message_id: str) -> None:
+        """Delete a lease whose message is gone (an ack interrupted between its two removals)."""
+        if not os.path.exists(self.message_path(message_id)):
+            self._reaper.retire(self.lease_path(message_id))
+
+    def close(self) -> None:
+        """Finish deleting removed files."""
+        self._reaper.close()
+
+    def sync(self) -> None:
+        """Make the folder's entries durable (creations, renames, removals)."""
+        fsync_dir(self.folder)
+
