@@ -102,11 +102,15 @@ class Worker:
         concurrency: int = 100,
         always_replay: bool | None = None,
         threads: int = 64,
+        skip_time: bool = False,
     ) -> None:
         self.world = world
         self.registry = registry
         self.concurrency = concurrency
         self.always_replay = always_replay_default() if always_replay is None else always_replay
+        #: Test mode: when a run waits only for timers, fire them at once (dated at their due
+        #: time, so the workflow clock still moves by the right amount); retries skip their delay.
+        self.skip_time = skip_time
         self.executor = StepExecutor(world, threads=threads)
         self._messages = asyncio.Semaphore(concurrency)
         self._step_slots = concurrency
@@ -123,8 +127,13 @@ class Worker:
     async def run(self) -> None:
         """Take and process messages until `stop()`; then finish in-flight work and return."""
         heartbeat = asyncio.create_task(self._heartbeat())
+        generation = await self.world.drain_generation()
         try:
             while not self._stopping.is_set():
+                if await self.world.drain_generation() != generation:
+                    log.warning("drain requested: finishing in-flight work, taking nothing new")
+                    self._stopping.set()
+                    break
                 await self._messages.acquire()
                 if self._stopping.is_set():
                     self._messages.release()
@@ -311,11 +320,13 @@ class Worker:
 
     # --- the drive loop ---
 
-    def _speculate(self, drive: _Drive, event: Event) -> Event:
+    def _speculate(self, drive: _Drive, event: Event, at: datetime | None = None) -> Event:
         """Feed `event` to the code at the log position it will be recorded at."""
         instance = drive.instance
+        if at is None:  # never before the code's clock: time in a log only moves forward
+            at = max(utcnow(), instance.now())
         event = Event(event.run_id, event.event_type, event.correlation_id, event.data,
-                      seq=instance.fed_seq + 1, created_at=utcnow())
+                      seq=instance.fed_seq + 1, created_at=at)
         drive.pending.append(event)
         instance.feed(event)
         return event
@@ -365,11 +376,19 @@ class Worker:
                 drive.instance = await self._fresh_instance(run_id, drive.workflow)
             await self._act(drive)
             if not drive.inline:
+                if timers and self.skip_time and not self._awaits_steps(instance):
+                    cid, at = min(timers.items(), key=lambda item: item[1])
+                    self._speculate(drive, Event(run_id, E.WAIT_COMPLETED, correlation_id=cid), at=max(at, utcnow()))
+                    continue
                 if timers:  # suspend; the queue wakes the run when its first timer is due
                     first = min(timers.values())
                     await enqueue_workflow(world, run_id, delay=(first - utcnow()).total_seconds())
                 return
             await self._wait(drive, timers)
+
+    @staticmethod
+    def _awaits_steps(instance: WorkflowInstance) -> bool:
+        return any(call.command.recorded and not call.future.done() for call in instance.steps.values())
 
     def _speculate_commands(self, drive: _Drive, commands: list[Any]) -> None:
         run_id = drive.run_id
@@ -438,7 +457,8 @@ class Worker:
             await enqueue_step(self.world, drive.run_id, cid)
         drive.to_queue.clear()
         for cid, at in drive.retries:
-            await enqueue_step(self.world, drive.run_id, cid, delay=(at - utcnow()).total_seconds())
+            delay = 0.0 if self.skip_time else (at - utcnow()).total_seconds()
+            await enqueue_step(self.world, drive.run_id, cid, delay=delay)
         drive.retries.clear()
 
     async def _wait(self, drive: _Drive, timers: dict[str, datetime]) -> None:
@@ -488,7 +508,8 @@ class Worker:
         except (EntityConflictError, RunExpiredError, NotFoundError):
             return  # another attempt finished first, or the run is over: nothing more to do
         if outcome.retry_at is not None:
-            await enqueue_step(self.world, run_id, step_id, delay=(outcome.retry_at - utcnow()).total_seconds())
+            delay = 0.0 if self.skip_time else (outcome.retry_at - utcnow()).total_seconds()
+            await enqueue_step(self.world, run_id, step_id, delay=delay)
         elif notify:
             await enqueue_workflow(self.world, run_id)
 
@@ -546,8 +567,12 @@ class Worker:
         self._step_slots -= 1
         try:
             try:
+                at = None
+                if self.skip_time and step.retry_after is not None:
+                    at = max(step.retry_after, utcnow())
                 started = await world.events.create(
-                    run_id, Event(run_id, E.STEP_STARTED, correlation_id=step_id, data={"attempt": step.attempt + 1})
+                    run_id, Event(run_id, E.STEP_STARTED, correlation_id=step_id, data={"attempt": step.attempt + 1},
+                                  created_at=at)
                 )
             except TooEarlyError as exc:
                 return max((exc.retry_after - utcnow()).total_seconds(), 0.0)

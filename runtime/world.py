@@ -307,3 +307,13 @@ class World(ABC):
     async def live_workers(self) -> list[dict[str, Any]]:
         """The workers currently alive on this World, as they described themselves."""
         return []
+
+    # --- draining (optional) ---
+
+    async def drain_generation(self) -> int:
+        """A number that `request_drain` increases; workers that see it change finish and exit."""
+        return 0
+
+    async def request_drain(self) -> int:
+        """Ask every running worker to finish its in-flight work and exit; returns the new generation."""
+        raise NotImplementedError(f"{type(self).__name__} cannot drain workers")

@@ -52,7 +52,7 @@ from ..runtime.world import Message, Queue
 from .files import dumps
 from .leases import LivenessCache, current_holder
 from .notify import Notifier
-from .queue_files import MessageFiles, Unsettled, unlink
+from .queue_files import MessageFiles, Unsettled
 from .queue_index import Lease, MessageRecord, QueueIndex
 from .queue_log import ChangeLog
 
@@ -293,8 +293,8 @@ class LocalQueue(Queue):
                     self._log.maybe_rotate()
                     woke = created = True
         finally:
-            if staged is not None:
-                unlink(staged)
+            if staged is not None:  # coalesced (or failed): the fsynced copy is not needed
+                self._files.discard_staged(staged)
             if created and self._fsync:
                 self._files.sync()
             if woke:

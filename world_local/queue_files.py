@@ -10,8 +10,9 @@ Writers hold the queue lock. A new file is created in place (`O_EXCL`) or, when 
 staged under a temporary name and renamed; an existing one is replaced atomically. The
 hot path (enqueue, take, ack) never renames over an existing file: on ext4 that forces
 the new file's data out to disk, and unlinking it soon after would wait for that write.
-Nothing is unlinked under the lock either: freeing written blocks can take a millisecond
-(see file_reaper.py).
+Files that may have reached the disk are not unlinked under the lock either, since
+freeing written blocks can take a millisecond (see file_reaper.py); a file this process
+created unsynced moments ago is still only in memory and is unlinked at once.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ logger = logging.getLogger("wf.world_local")
 MESSAGE_FILE = re.compile(r"([0-9A-HJKMNP-TV-Z]{26})\.(json|lease)")
 #: Leftover temporary files older than this are removed by rescans.
 STALE_TMP_SECONDS = 600.0
+#: A file created unsynced this recently is most likely not written back yet (the kernel
+#: writes dirty data back after 30 s by default): unlinking it is cheap.
+FRESH_SECONDS = 10.0
 
 
 class Unsettled(Exception):
@@ -101,6 +105,8 @@ class MessageFiles:
         self._corrupt = root / "corrupt"
         self._tag = tag
         self._reaper = FileReaper(root / "trash", tag)
+        #: Files this process created unsynced (and did not rename over), by creation time.
+        self._fresh: dict[str, float] = {}
 
     def message_path(self, message_id: str) -> str:
         return f"{self._dir}/{message_id}.json"
@@ -180,18 +186,42 @@ class MessageFiles:
         create_file(tmp, data, durable=True)
         return tmp
 
+    def discard_staged(self, staged: str) -> None:
+        """Drop a staged file that was not used (its blocks are freed in the background)."""
+        self._reaper.retire(staged)
+
     def create_message(self, record: MessageRecord, data: bytes, *, staged: str | None, durable: bool) -> None:
         """Put a new message's file in place: rename the staged file, or write it now."""
+        path = self.message_path(record.message_id)
         if staged is not None:
-            os.rename(staged, self.message_path(record.message_id))
+            os.rename(staged, path)
         else:
-            create_file(self.message_path(record.message_id), data, durable=durable)
+            create_file(path, data, durable=durable)
+            if not durable:
+                self._created_fresh(path)
+
+    def _created_fresh(self, path: str) -> None:
+        now = time.monotonic()
+        if len(self._fresh) >= 4096:
+            self._fresh = {p: t for p, t in self._fresh.items() if now - t < FRESH_SECONDS}
+        self._fresh[path] = now
+
+    def _remove(self, path: str) -> None:
+        created = self._fresh.pop(path, None)
+        if created is not None and time.monotonic() - created < FRESH_SECONDS:
+            unlink(path)
+        else:
+            self._reaper.retire(path)
+
+    def _replace(self, path: str, data: bytes, *, durable: bool) -> None:
+        created = self._fresh.pop(path, None)  # renaming over it starts the new file's write-back
+        if created is None or time.monotonic() - created >= FRESH_SECONDS:
+            self._reaper.retire_copy(path)
+        write_bytes_atomic(Path(path), data, fsync=durable)
 
     def rewrite_message(self, record: MessageRecord, *, durable: bool) -> None:
         """Replace a message's file with `record` (atomic)."""
-        path = self.message_path(record.message_id)
-        self._reaper.retire_copy(path)
-        write_bytes_atomic(Path(path), orjson.dumps(record.to_doc()), fsync=durable)
+        self._replace(self.message_path(record.message_id), orjson.dumps(record.to_doc()), durable=durable)
 
     def write_lease(self, message_id: str, lease: Lease, *, replacing: bool) -> None:
         """Create (or, when `replacing` an old one, replace) a message's lease file."""
@@ -200,24 +230,24 @@ class MessageFiles:
         if not replacing:
             try:
                 create_file(path, data, durable=False)
+                self._created_fresh(path)
                 return
             except FileExistsError:  # left by an interrupted ack: replace it
                 pass
-        self._reaper.retire_copy(path)
-        write_bytes_atomic(Path(path), data, fsync=False)
+        self._replace(path, data, durable=False)
 
     def remove(self, message_id: str) -> None:
         """Delete a message and its lease (the message first: a lone lease is cleaned up later)."""
-        self._reaper.retire(self.message_path(message_id))
-        self._reaper.retire(self.lease_path(message_id))
+        self._remove(self.message_path(message_id))
+        self._remove(self.lease_path(message_id))
 
     def remove_lease(self, message_id: str) -> None:
-        self._reaper.retire(self.lease_path(message_id))
+        self._remove(self.lease_path(message_id))
 
     def remove_orphan_lease(self, message_id: str) -> None:
         """Delete a lease whose message is gone (an ack interrupted between its two removals)."""
         if not os.path.exists(self.message_path(message_id)):
-            self._reaper.retire(self.lease_path(message_id))
+            self._remove(self.lease_path(message_id))
 
     def close(self) -> None:
         """Finish deleting removed files."""

@@ -58,3 +58,23 @@ class WorkerRegistry:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
         return alive
+
+
+class DrainFlag:
+    """`<data>/drain.json`: a generation number that `wf queue drain` bumps."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def generation(self) -> int:
+        try:
+            doc = orjson.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return 0
+        value = doc.get("generation") if isinstance(doc, dict) else None
+        return value if isinstance(value, int) else 0
+
+    def bump(self) -> int:
+        new = self.generation() + 1
+        write_bytes_atomic(self.path, orjson.dumps({"generation": new}), fsync=False)
+        return new

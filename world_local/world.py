@@ -27,7 +27,7 @@ from .queue import LocalQueue
 from .run_store import RunStore
 from .storage import LocalEvents, LocalHooks, LocalRuns, LocalSteps, LocalWaits
 from .streams import LocalStreams
-from .workers import WorkerRegistry
+from .workers import DrainFlag, WorkerRegistry
 
 log = logging.getLogger("wf.world_local")
 
@@ -52,6 +52,7 @@ class LocalWorld(World):
         self.queue = LocalQueue(self.data_dir / "queue", self.notifier, fsync=self.fsync)
         self.streams = LocalStreams(self.data_dir / "streams", self.notifier, fsync=self.fsync)
         self.workers = WorkerRegistry(self.data_dir / "workers")
+        self.drain_flag = DrainFlag(self.data_dir / "drain.json")
 
     async def start(self) -> None:
         """Repair what a crash left behind and enqueue a workflow message for every active run.
@@ -87,6 +88,13 @@ class LocalWorld(World):
     async def live_workers(self) -> list[dict[str, Any]]:
         """Live workers on this data dir; files left by dead ones are removed."""
         return self.workers.live()
+
+    async def drain_generation(self) -> int:
+        return self.drain_flag.generation()
+
+    async def request_drain(self) -> int:
+        """Bump the drain generation: running workers finish in-flight work and exit."""
+        return self.drain_flag.bump()
 
     async def close(self) -> None:
         """Close the queue, streams, log descriptors and notifier FIFOs."""

@@ -292,3 +292,25 @@ def test_blocking_api_works_from_plain_code(tmp_path):
         assert wf.get_run(run.id).status == "pending"
     finally:
         wf.configure()
+
+
+@wf.workflow
+async def daily(days: int) -> list[str]:
+    seen = []
+    for _ in range(days):
+        await wf.sleep("1d")
+        seen.append(wf.now().date().isoformat())
+    return seen
+
+
+async def test_skip_time_fires_long_timers_at_once_and_moves_the_clock(start_worker):
+    start_worker(skip_time=True)
+    started = time.monotonic()
+    run = await wf.start_async(daily, 3)
+    days = await run.result_async(timeout=10)
+    assert time.monotonic() - started < 5
+    assert len(set(days)) == 3  # three different dates: the clock moved a day each time
+    events = await run.events_async()
+    first = next(e for e in events if e.event_type == EventType.RUN_STARTED).created_at
+    last = events[-1].created_at
+    assert (last - first).total_seconds() >= 3 * 86400

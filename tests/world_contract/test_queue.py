@@ -520,6 +520,26 @@ async def test_a_corrupt_message_file_is_skipped_with_a_warning(
     assert list((data_dir / "queue" / "corrupt").iterdir())  # moved aside, not deleted
 
 
+async def test_acked_and_deleted_messages_leave_no_files_behind(
+    make_world: Callable[..., Any], data_dir: Path, local_only: None
+) -> None:
+    world = await make_world()
+    for n in range(20):
+        await world.queue.enqueue(Q, {"n": n}, idempotency_key=f"k{n % 5}", delay=0.01 * (n % 2))
+    victim = await world.queue.enqueue(Q, {"n": "deleted"})
+    await world.queue.delete(victim)
+    await asyncio.sleep(0.05)
+    while (message := await world.queue.take([Q])) is not None:
+        if message.attempts == 1 and message.payload["n"] == 0:
+            await world.queue.nack(message)  # a rewritten file, then a removed one
+        else:
+            await world.queue.ack(message)
+    await world.close()  # lets the background deletions finish
+
+    leftovers = [p.relative_to(data_dir) for p in (data_dir / "queue").rglob("*") if p.is_file()]
+    assert sorted(str(p) for p in leftovers) == ["queue/changes.log", "queue/lock"]
+
+
 async def test_hostile_queue_names_and_keys_stay_inside_the_data_dir(
     queue: Queue, data_dir: Path, tmp_path: Path
 ) -> None:
