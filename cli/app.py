@@ -7,8 +7,9 @@ import os
 
 import typer
 
+from .commands import dev as dev_cmd
 from .commands import inspect as inspect_cmd
-from .commands import ops, run_cmds
+from .commands import ops, replay_cmds, run_cmds
 
 app = typer.Typer(
     name="wf",
@@ -20,6 +21,8 @@ app = typer.Typer(
 )
 
 run_cmds.register(app)
+dev_cmd.register(app)
+replay_cmds.register(app)
 inspect_cmd.register(app)
 ops.register(app)
 

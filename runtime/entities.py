@@ -33,6 +33,8 @@ class EventType(StrEnum):
     HOOK_CONFLICT = "hook_conflict"
     WAIT_CREATED = "wait_created"
     WAIT_COMPLETED = "wait_completed"
+    #: A decision the code recorded so replays take it again (`wf.patched`): {kind, name}.
+    MARKER_RECORDED = "marker_recorded"
 
 
 RUN_EVENTS = frozenset(

@@ -87,6 +87,8 @@ def describe_event(event: Event) -> str:
         return f"hook_created {event.correlation_id} (token {data.get('token')!r})"
     if event.event_type == E.WAIT_CREATED:
         return f"wait_created {event.correlation_id} (until {data.get('resume_at')})"
+    if event.event_type == E.MARKER_RECORDED:
+        return f"marker for patch {data.get('name')!r}"
     return f"{event.event_type} {event.correlation_id or ''}".strip()
 
 
@@ -97,6 +99,8 @@ def describe_command(command: Command | None) -> str:
         return f"call step {command.name} as {command.cid}"
     if command.kind == "hook":
         return f"create hook {command.cid} (token {command.name!r})"
+    if command.kind == "marker":
+        return f"take patch {command.name!r} (wf.patched)"
     return f"sleep until {command.data.get('resume_at')} as {command.cid}"
 
 
@@ -141,6 +145,11 @@ class WorkflowInstance:
         self._main: Any = None
         #: Called with (event, instance) after each event is consumed (used by `wf replay --trace`).
         self.on_event: Any = None
+        #: Patch markers fed so far, those of the log being replayed, and where that log ends.
+        self.markers: set[str] = set()
+        self._patch_results: dict[str, bool] = {}
+        self.history_markers: set[str] = set()
+        self.history_end = -1
 
     # --- feeding the log ---
 
@@ -158,6 +167,8 @@ class WorkflowInstance:
             self.on_event(event, self)
 
     def feed_many(self, events: list[Event]) -> None:
+        if events and events[-1].seq > self.history_end:
+            self.expect_history(events)
         for event in events:
             self.feed(event)
 
@@ -203,9 +214,13 @@ class WorkflowInstance:
             hook = self.hooks.get(cid)
             if hook is not None:
                 hook._deliver(deserialize(data.get("payload")))
+        elif et == E.MARKER_RECORDED:
+            self._match(event, "marker", str(data.get("name", "")))
         # run_created, step_started, step_retrying, hook_disposed: nothing for the code to see
 
     def _match(self, event: Event, kind: str, name: str) -> None:
+        if kind == "marker":
+            self.markers.add(name)
         cid = event.correlation_id or ""
         command = self._pending.get(cid)
         if command is None or command.kind != kind or command.name != name:
@@ -290,8 +305,27 @@ class WorkflowInstance:
         self._pending[cid] = Command("hook", cid, token, data, _user_location())
         return hook
 
-    def patched(self, patch_id: str) -> bool:  # pragma: no cover - reserved
-        raise NotImplementedError("wf.patched is not available yet")
+    def patched(self, patch_id: str) -> bool:
+        """Temporal's patching: True on code that reaches this point new, False when replaying
+        history recorded before the patch. The first True is recorded as a marker."""
+        from .ids import validate_id
+
+        validate_id(patch_id, "patch id")
+        known = self._patch_results.get(patch_id)
+        if known is not None:  # one answer per run, however often it is asked
+            return known
+        taken = patch_id in self.history_markers or self.fed_seq >= self.history_end
+        self._patch_results[patch_id] = taken
+        if taken:  # replaying a marker, or reaching the patch new: (re)record the marker
+            cid = f"patch_{patch_id}"
+            self._pending[cid] = Command("marker", cid, patch_id, {"kind": "patch", "name": patch_id},
+                                         _user_location())
+        return taken
+
+    def expect_history(self, events: list[Event]) -> None:
+        """Tell the instance which log it is about to replay (needed by `patched`)."""
+        self.history_end = events[-1].seq if events else -1
+        self.history_markers = {str(e.data.get("name")) for e in events if e.event_type == E.MARKER_RECORDED}
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.loop.time(), UTC)

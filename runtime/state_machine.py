@@ -23,6 +23,7 @@ Event data, by type (payload values are serialized tagged JSON):
     hook_conflict   {token}        recorded instead of hook_created when the token is taken
     wait_created    {resume_at (ISO datetime)}                correlation_id = wait id
     wait_completed  {}
+    marker_recorded {kind, name}   a replayed decision (wf.patched); correlation_id = "patch_<name>"
 """
 
 from __future__ import annotations
@@ -173,6 +174,11 @@ def plan(state: RunState, event: Event, now: datetime, *, token_in_use: bool = F
             if et == E.HOOK_DISPOSED and hook is not None:
                 raise EntityConflictError(f"hook {cid} is already disposed")
             raise NotFoundError(f"hook {cid} not found or disposed")
+        return [event]
+
+    if et == E.MARKER_RECORDED:
+        if run.status != RunStatus.RUNNING:
+            raise EntityConflictError(f"marker_recorded on run {run.run_id} that is {run.status}")
         return [event]
 
     if et in WAIT_EVENTS:

@@ -148,7 +148,7 @@ class Worker:
                     if self._stopping.is_set():
                         break  # stop() interrupted the wait (take is cancellation-safe)
                     raise
-                except WorldError as exc:
+                except (WorldError, OSError) as exc:  # a full or failing disk: wait, never die
                     self._messages.release()
                     log.error("cannot take from the queue: %s", exc)
                     await asyncio.sleep(0.5)
@@ -179,7 +179,7 @@ class Worker:
             for key, message in list(self._held.items()):
                 try:
                     self._held[key] = await self.world.queue.extend(message, lease=LEASE_SECONDS)
-                except WorldError as exc:
+                except (WorldError, OSError) as exc:
                     log.warning("lost the lease of message %s: %s", message.message_id, exc)
 
     async def _handle(self, message: Message) -> None:
@@ -198,7 +198,7 @@ class Worker:
             log.warning("message %s: lease lost (%s)", message.message_id, exc)
         except Exception:
             log.exception("unexpected error handling message %s %s", message.queue, message.payload)
-            with contextlib.suppress(WorldError):
+            with contextlib.suppress(WorldError, OSError):
                 await self.world.queue.nack(self._held.get(message.message_id, message),
                                             delay=min(2.0 ** message.attempts, 60.0))
         finally:
@@ -405,6 +405,9 @@ class Worker:
                     drive.to_queue.append(command.cid)
             elif command.kind == "wait":
                 self._speculate(drive, Event(run_id, E.WAIT_CREATED, correlation_id=command.cid, data=command.data))
+            elif command.kind == "marker":
+                self._speculate(drive, Event(run_id, E.MARKER_RECORDED, correlation_id=command.cid,
+                                             data=command.data))
             else:
                 self._speculate(drive, Event(run_id, E.HOOK_CREATED, correlation_id=command.cid, data=command.data))
 

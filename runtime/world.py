@@ -317,3 +317,13 @@ class World(ABC):
     async def request_drain(self) -> int:
         """Ask every running worker to finish its in-flight work and exit; returns the new generation."""
         raise NotImplementedError(f"{type(self).__name__} cannot drain workers")
+
+    # --- repair (optional) ---
+
+    async def repair_run(self, run_id: str) -> bool:
+        """Rebuild the run's materialized entities (and indexes) from its event log.
+
+        For operators (`wf doctor --fix`) after a view was damaged or edited. Returns False
+        if there is no such run. NotImplementedError for a World that cannot repair.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot repair runs")

@@ -1,0 +1,161 @@
+"""`wf dev`: worker + HTTP endpoint + reload on change + a live view of recent runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import signal
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from ...runtime.loader import LoadError, import_path, module_name_for, python_files
+from ...runtime.registry import REGISTRY
+from ...runtime.worker import Worker
+from ...runtime.world import World
+from ..common import DATA_DIR, console, err_console, handle_errors, open_world, run_async
+from ..http_api import WEBHOOK_PREFIX, DevApi, serve
+
+STATUS_STYLE = {"pending": "dim", "running": "cyan", "completed": "green", "failed": "red", "cancelled": "yellow"}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("dev")(dev)
+
+
+@handle_errors
+def dev(
+    paths: list[Path] = typer.Argument(None, help="Workflow files, packages or folders (default: the current folder)."),
+    port: int = typer.Option(3000, "--port", "-p", help="HTTP port (0 picks a free one)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by default)."),
+    concurrency: int = typer.Option(100, "--concurrency", "-c", min=1),
+    reload: bool = typer.Option(True, "--reload/--no-reload", help="Reload changed modules."),
+    live: bool = typer.Option(None, "--live/--no-live", help="Live view of runs (default: when on a terminal)."),
+    data_dir: Path = DATA_DIR,
+) -> None:
+    """The local loop: run workflows, accept webhooks, reload code on change."""
+    roots = paths or [Path(".")]
+    loaded = _load(roots)
+    world = open_world(data_dir)
+    show_live = console.is_terminal if live is None else live
+    run_async(_dev(world, roots, loaded, host, port, concurrency, reload, show_live))
+
+
+def _load(roots: list[Path]) -> dict[Path, ModuleType]:
+    return {file: import_path(file) for file in python_files(roots)}
+
+
+class Reloader:
+    """Re-imports changed workflow modules; runs in flight finish on the code they started."""
+
+    def __init__(self, roots: list[Path], loaded: dict[Path, ModuleType]) -> None:
+        self.roots = roots
+        self.loaded = loaded
+        self.reloads = 0
+
+    def apply(self, changed: set[Path]) -> list[str]:
+        messages = []
+        for path in sorted(changed):
+            if path.suffix != ".py":
+                continue
+            try:
+                if not path.exists():
+                    continue
+                module = self.loaded.get(path)
+                if module is None:
+                    if path not in python_files(self.roots):
+                        continue
+                    self.loaded[path] = import_path(path)
+                    messages.append(f"loaded {module_name_for(path)[0]}")
+                else:
+                    self.loaded[path] = _reimport(module)
+                    messages.append(f"reloaded {module.__name__}")
+                self.reloads += 1
+            except LoadError as exc:
+                messages.append(f"reload failed, keeping the old code: {exc}")
+        return messages
+
+
+def _reimport(module: ModuleType) -> ModuleType:
+    try:
+        return importlib.reload(module)
+    except SyntaxError as exc:
+        raise LoadError(f"syntax error in {exc.filename}:{exc.lineno}: {exc.msg}") from exc
+    except Exception as exc:  # noqa: BLE001 - any error in the user's module becomes one line
+        raise LoadError(f"{module.__name__}: {type(exc).__name__}: {exc}") from exc
+
+
+async def _watch(reloader: Reloader, stop: asyncio.Event) -> None:
+    from watchfiles import awatch
+
+    async for changes in awatch(*reloader.roots, stop_event=stop, debounce=100, step=20, recursive=True):
+        changed = {Path(p).resolve() for _, p in changes}
+        for message in reloader.apply(changed):
+            err_console.print(f"[wf dev] {message}", markup=False)
+
+
+async def _render(world: World) -> Table:
+    table = Table(title="wf dev — recent runs", expand=False)
+    for col in ("run", "workflow", "status", "steps", "age"):
+        table.add_column(col)
+    page = await world.runs.list(limit=12, resolve_data=False)
+    now = time.time()
+    for run in page.data:
+        steps = (await world.steps.list(run.run_id, resolve_data=False)).data
+        done = sum(1 for s in steps if s.status in ("completed", "failed"))
+        age = now - run.created_at.timestamp() if run.created_at else 0.0
+        table.add_row(run.run_id, run.workflow_name, f"[{STATUS_STYLE.get(run.status, '')}]{run.status}[/]",
+                      f"{done}/{len(steps)}", f"{age:,.0f}s")
+    return table
+
+
+async def _dev(world: World, roots: list[Path], loaded: dict[Path, ModuleType], host: str, port: int,
+               concurrency: int, reload: bool, show_live: bool) -> None:
+    from ...runtime.config import started_world
+
+    await started_world(world)
+    worker = Worker(world, concurrency=concurrency)
+    api = DevApi(world)
+    server = await serve(api, host, port)
+    bound = server.sockets[0].getsockname()[1]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    worker_id = await world.announce_worker({"kind": "dev", "port": bound})
+    worker_task = asyncio.create_task(worker.run())
+    watcher = asyncio.create_task(_watch(Reloader(roots, loaded), stop)) if reload else None
+    err_console.print(
+        f"wf dev ready: {len(REGISTRY.workflows)} workflow(s) on http://{host}:{bound} "
+        f"(webhooks at {WEBHOOK_PREFIX}<token>), data in {getattr(world, 'data_dir', '?')}",
+        markup=False,
+    )
+    sys.stderr.flush()
+    try:
+        if show_live:
+            with Live(await _render(world), console=console, refresh_per_second=2) as view:
+                while not stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 0.5)
+                    view.update(await _render(world))
+        else:
+            await stop.wait()
+    finally:
+        err_console.print("wf dev: draining in-flight work...", markup=False)
+        server.close()
+        worker.stop()
+        await worker_task
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        await server.wait_closed()
+        await world.retire_worker(worker_id)
+        await world.close()
+        err_console.print("wf dev: stopped", markup=False)

@@ -1,0 +1,93 @@
+"""Everything recorded about one run, read once from the World: what `wf inspect RUN_ID` shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from ..runtime.entities import Event, Hook, Page, Run, Step, Wait, utcnow
+from ..runtime.errors import InvalidIdError, NotFoundError, RunNotFoundError
+from ..runtime.ids import validate_id
+from ..runtime.world import StreamInfo, World
+from .render import between, call_json, payload_json
+from .state_paths import state_paths
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class RunStory:
+    run: Run
+    steps: list[Step]
+    hooks: list[Hook]
+    waits: list[Wait]
+    streams: list[StreamInfo]
+    events: list[Event]
+    #: When it was read: the right end of the timeline of a run still going.
+    now: datetime
+
+    def duration(self) -> float | None:
+        """Seconds from creation to the end (or to now, for a run still going)."""
+        return between(self.run.created_at, self.run.completed_at or (None if self.run.status.terminal else self.now))
+
+
+def checked_run_id(run_id: str) -> str:
+    """`run_id` if it could name a run; RunNotFoundError (one line) otherwise."""
+    try:
+        return validate_id(run_id, "run id")
+    except InvalidIdError:
+        raise RunNotFoundError(f"no run with id {run_id!r} (a run id looks like wrun_01J...)") from None
+
+
+async def all_pages(fetch: Any) -> list[Any]:
+    """Every item of a paged listing: `fetch(cursor)` returns a Page."""
+    items: list[Any] = []
+    cursor = None
+    while True:
+        page: Page[Any] = await fetch(cursor)
+        items.extend(page.data)
+        if page.next_cursor is None:
+            return items
+        cursor = page.next_cursor
+
+
+async def load_story(world: World, run_id: str) -> RunStory:
+    """Read the run, its entities, streams and event log. RunNotFoundError for an unknown id."""
+    checked_run_id(run_id)
+    try:
+        run = await world.runs.get(run_id)
+    except NotFoundError:
+        raise RunNotFoundError(f"no run with id {run_id!r}") from None
+    steps = await all_pages(lambda c: world.steps.list(run_id, cursor=c))
+    hooks = await all_pages(lambda c: world.hooks.list(run_id=run_id, cursor=c))
+    waits = await all_pages(lambda c: world.waits.list(run_id=run_id, cursor=c))
+    streams = await world.streams.list(run_id)
+    events = await world.events.list(run_id)
+    return RunStory(run, steps, hooks, waits, streams, events, utcnow())
+
+
+def story_json(story: RunStory) -> dict[str, Any]:
+    """The story as JSON-friendly data: payloads deserialized, events as recorded."""
+    run = story.run
+    out = run.to_dict()
+    out["input"] = call_json(run.input)
+    out["output"] = payload_json(run.output) if run.output is not None else None
+    out["duration_seconds"] = story.duration()
+    steps = []
+    for step in story.steps:
+        item = step.to_dict()
+        item["input"] = call_json(step.input)
+        item["output"] = payload_json(step.output) if step.output is not None else None
+        item["duration_seconds"] = between(step.started_at, step.completed_at)
+        steps.append(item)
+    paths = {f"{p.kind}:{p.entity_id}" if p.kind != "run" else "run": p.states for p in state_paths(story.events)}
+    return {
+        "run": out,
+        "steps": steps,
+        "hooks": [{**h.to_dict(), "metadata": payload_json(h.metadata)} for h in story.hooks],
+        "waits": [w.to_dict() for w in story.waits],
+        "streams": [{"name": s.name, "chunks": s.chunks, "closed": s.closed} for s in story.streams],
+        "state_paths": paths,
+        "events": [e.to_dict() for e in story.events],
+    }
