@@ -143,7 +143,7 @@ class DevApi:
             status, payload = await self.route(request)
         except HttpError as exc:
             status, payload = exc.status, {"error": str(exc)}
-        except Exception:  # noqa: BLE001 - the server answers 500 and keeps serving
+        except Exception:
             log.exception("error handling a request")
         try:
             body = orjson.dumps(payload)

@@ -87,7 +87,7 @@ def _reimport(module: ModuleType) -> ModuleType:
         return importlib.reload(module)
     except SyntaxError as exc:
         raise LoadError(f"syntax error in {exc.filename}:{exc.lineno}: {exc.msg}") from exc
-    except Exception as exc:  # noqa: BLE001 - any error in the user's module becomes one line
+    except Exception as exc:
         raise LoadError(f"{module.__name__}: {type(exc).__name__}: {exc}") from exc
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _short(value: Any, width: int = 60) -> str:
-    try:
+    with contextlib.suppress(SerializationError):
         value = deserialize(value)
-    except SerializationError:
-        pass
     text = repr(value) if not isinstance(value, str) else json.dumps(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
