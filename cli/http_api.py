@@ -13,6 +13,7 @@ otherwise, refuses bodies over `max_body` bytes (413) and JSON nested deeper tha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,8 @@ MAX_BODY = 1024 * 1024
 MAX_JSON_DEPTH = 64
 MAX_HEADER_BYTES = 16 * 1024
 READ_TIMEOUT = 10.0
+#: An over-long body up to this size is read and dropped before answering 413; beyond, the connection is cut.
+DISCARD_LIMIT = 16 * 1024 * 1024
 
 _REASONS = {200: "OK", 201: "Created", 202: "Accepted", 400: "Bad Request", 404: "Not Found",
             405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required", 413: "Payload Too Large",
@@ -117,6 +120,14 @@ async def read_request(reader: asyncio.StreamReader, max_body: int) -> Request:
     if length < 0:
         raise HttpError(400, "invalid Content-Length")
     if length > max_body:
+        if length <= DISCARD_LIMIT:  # read it away, so the client gets to read our answer
+            with contextlib.suppress(asyncio.IncompleteReadError, TimeoutError):
+                remaining = length
+                while remaining:
+                    chunk = await asyncio.wait_for(reader.read(min(remaining, 65536)), READ_TIMEOUT)
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
         raise HttpError(413, f"body of {length} bytes is over the {max_body}-byte limit")
     if length:
         try:
