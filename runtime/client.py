@@ -103,19 +103,16 @@ class Run:
     async def result_async(self, timeout: float | None = None) -> Any:
         """Wait for the run to end and return its output (raises its failure or cancellation)."""
         world = await self._w()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            run = await self._get()
-            if run.status == RunStatus.COMPLETED:
-                return deserialize(run.output)
-            if run.status == RunStatus.FAILED:
-                raise WorkflowRunFailedError(self.id, run.error)
-            if run.status == RunStatus.CANCELLED:
-                raise WorkflowRunCancelledError(self.id)
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"run {self.id} is still {run.status} after {timeout} s")
-            await world.events.wait(self.id, after_seq=run.event_count - 1, timeout=remaining)
+        await self._get(resolve_data=False)  # unknown id: RunNotFoundError now
+        run = await world.wait_for_end(self.id, timeout=timeout)
+        if run is None:
+            status = (await self._get(resolve_data=False)).status
+            raise TimeoutError(f"run {self.id} is still {status} after {timeout} s")
+        if run.status == RunStatus.COMPLETED:
+            return deserialize(run.output)
+        if run.status == RunStatus.FAILED:
+            raise WorkflowRunFailedError(self.id, run.error)
+        raise WorkflowRunCancelledError(self.id)
 
     def result(self, timeout: float | None = None) -> Any:
         return blocking(self.result_async(timeout))

@@ -19,8 +19,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+from .errors import NonDeterminismError
 
 #: Called when workflow code creates a timer: (timer) -> None. Set by the engine.
 TimerListener = Callable[["DurableTimer"], None]
@@ -48,6 +51,7 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     """A single-threaded, clock-less asyncio loop for replaying workflow code."""
 
     def __init__(self, clock: float, on_timer: TimerListener) -> None:
+        guard_blocking_calls()
         self._clock = clock
         self._ready: collections.deque[asyncio.Handle] = collections.deque()
         self._on_timer = on_timer
@@ -203,3 +207,22 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         raise self._not_in_workflow("start subprocesses")
 
     subprocess_shell = subprocess_exec
+
+
+_real_sleep = time.sleep
+
+
+def _guarded_sleep(seconds: float) -> None:
+    """time.sleep, refused inside workflow code (it would block every run of the worker)."""
+    if isinstance(asyncio.events._get_running_loop(), DeterministicLoop):
+        raise NonDeterminismError(
+            "time.sleep() inside a workflow blocks the worker and is not durable: "
+            "use `await wf.sleep(...)` (or asyncio.sleep) instead"
+        )
+    _real_sleep(seconds)
+
+
+def guard_blocking_calls() -> None:
+    """Install the guards that explain blocking calls made from workflow code (idempotent)."""
+    if time.sleep is not _guarded_sleep:
+        time.sleep = _guarded_sleep

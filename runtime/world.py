@@ -16,6 +16,7 @@ Conventions shared by every World:
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -294,6 +295,23 @@ class World(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release files, locks and waiters. The World may not be used afterwards."""
+
+    async def wait_for_end(self, run_id: str, *, timeout: float | None) -> Run | None:
+        """Block until the run is completed, failed or cancelled and return it; None on timeout.
+
+        NotFoundError for an unknown run. This default follows the log; a World may wake
+        only on the run's end.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            run = await self.runs.get(run_id, resolve_data=False)
+            if run.status.terminal:
+                return await self.runs.get(run_id)
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return None
+            await self.events.wait(run_id, after_seq=run.event_count - 1, timeout=remaining)
 
     # --- worker presence (optional: a World without it reports no workers) ---
 

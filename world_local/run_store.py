@@ -63,6 +63,7 @@ from ..runtime.errors import CorruptDataError, EntityConflictError, InvalidIdErr
 from ..runtime.ids import new_ulid, validate_id
 from ..runtime.state_machine import RunState, apply, plan
 from ..runtime.world import EventResult
+from . import faults
 from .event_log import committed_lines, encode_event, join_lines, parse_line, read_fd
 from .files import datasync, fsync_dir
 from .notify import Notifier
@@ -85,6 +86,11 @@ _ID_WHAT = {"steps": "step id", "hooks": "hook id", "waits": "wait id"}
 def run_channel(run_id: str) -> str:
     """The Notifier channel woken after every commit to a run's log."""
     return f"run:{run_id}"
+
+
+def run_end_channel(run_id: str) -> str:
+    """The Notifier channel woken when a run ends."""
+    return f"run-end:{run_id}"
 
 
 def event_kind(event_type: EventType) -> str | None:
@@ -352,6 +358,8 @@ class RunStore:
             results, committed = self._commit_locked(handle, prepared, now, skip_conflicts, expected_seq)
         if committed:
             self.notifier.notify(run_channel(run_id))
+            if results and results[-1].run.status.terminal:
+                self.notifier.notify(run_end_channel(run_id))
         return results
 
     def _commit_locked(
@@ -464,6 +472,7 @@ class RunStore:
         size = view.size
         written = 0
         try:
+            faults.check("append", handle.log_path, handle.fd, data)
             while written < len(data):
                 written += os.write(handle.fd, data[written:])
         except BaseException:

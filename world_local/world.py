@@ -12,19 +12,20 @@ then lose the last committed events (never corrupt the log: a torn tail is cut o
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from ..runtime.entities import RunStatus
+from ..runtime.entities import Run, RunStatus
 from ..runtime.errors import WfError
 from ..runtime.world import WORKFLOW_QUEUE, World, workflow_message_key
 from .data_dir import default_data_dir, open_data_dir
 from .notify import Notifier
 from .queue import LocalQueue
-from .run_store import RunStore
+from .run_store import RunStore, run_end_channel
 from .storage import LocalEvents, LocalHooks, LocalRuns, LocalSteps, LocalWaits
 from .streams import LocalStreams
 from .workers import DrainFlag, WorkerRegistry
@@ -78,6 +79,21 @@ class LocalWorld(World):
             except (WfError, OSError) as exc:
                 log.warning("start: could not enqueue run %s: %s", run_id, exc)
 
+    async def wait_for_end(self, run_id: str, *, timeout: float | None) -> Run | None:
+        """Wait for the run's end, woken only by it (not by every event of the run)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        with self.notifier.subscribe(run_end_channel(run_id)) as sub:
+            while True:
+                run = await self.runs.get(run_id, resolve_data=False)
+                if run.status.terminal:
+                    return await self.runs.get(run_id)
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    return None
+                # Look again at least every second, in case a writer died before notifying.
+                await sub.wait(1.0 if remaining is None else min(remaining, 1.0))
+
     async def announce_worker(self, info: dict[str, Any]) -> str:
         """Record this process as a live worker (a file under `<data>/workers/`)."""
         return self.workers.announce(info)
@@ -95,6 +111,13 @@ class LocalWorld(World):
     async def request_drain(self) -> int:
         """Bump the drain generation: running workers finish in-flight work and exit."""
         return self.drain_flag.bump()
+
+    async def repair_run(self, run_id: str) -> bool:
+        """Rewrite every view, status marker and token of the run that disagrees with its log.
+
+        False if the run has no log. CorruptDataError if the log itself is unreadable.
+        """
+        return self._store.recover(run_id) is not None
 
     async def close(self) -> None:
         """Close the queue, streams, log descriptors and notifier FIFOs."""

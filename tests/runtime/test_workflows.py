@@ -314,3 +314,17 @@ async def test_skip_time_fires_long_timers_at_once_and_moves_the_clock(start_wor
     first = next(e for e in events if e.event_type == EventType.RUN_STARTED).created_at
     last = events[-1].created_at
     assert (last - first).total_seconds() >= 3 * 86400
+
+
+@wf.workflow
+async def blocks_with_time_sleep() -> None:
+    time.sleep(0.01)
+
+
+async def test_time_sleep_in_a_workflow_fails_with_an_explanation(worker):
+    run = await wf.start_async(blocks_with_time_sleep)
+    with pytest.raises(wf.WorkflowRunFailedError) as err:
+        await run.result_async(timeout=10)
+    assert err.value.error_type == "NonDeterminismError"
+    assert "wf.sleep" in err.value.error_message
+    time.sleep(0.001)  # outside workflows it still works
