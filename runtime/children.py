@@ -68,3 +68,29 @@ async def notify_parent(world: World, run: Run) -> None:
     payload = {"status": str(run.status), "output": run.output, "error": run.error, "run_id": run.run_id}
     with contextlib.suppress(NotFoundError, RunExpiredError):  # the parent is over: nobody waits
         await resume_hook_in(world, token, payload)
+
+
+async def redeliver_child_outcomes(world: World, instance: WorkflowInstance) -> None:
+    """For each child the parent still waits on: if the child already ended (its worker died
+    before telling the parent), deliver its outcome now. Idempotent."""
+    from .client import idempotent_run_id
+
+    for hook in instance.hooks.values():
+        if not hook.token.startswith(CHILD_TOKEN_PREFIX) or not isinstance(hook.metadata, dict):
+            continue
+        if hook._payloads or hook_delivered(instance, hook.hook_id):
+            continue
+        name = hook.metadata.get("child_workflow")
+        if not isinstance(name, str):
+            continue
+        try:
+            child = await world.runs.get(idempotent_run_id(name, hook.token))
+        except NotFoundError:
+            continue
+        if child.status.terminal:
+            await notify_parent(world, child)
+
+
+def hook_delivered(instance: WorkflowInstance, hook_id: str) -> bool:
+    """Whether the log fed to `instance` already holds a payload for this hook."""
+    return hook_id in instance.received_hooks

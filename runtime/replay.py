@@ -142,6 +142,7 @@ class WorkflowInstance:
         self.timers: dict[str, DurableTimer] = {}
         self.wait_resume: dict[str, datetime] = {}
         self.hooks: dict[str, Hook] = {}
+        self.received_hooks: set[str] = set()
         self._main: Any = None
         #: Called with (event, instance) after each event is consumed (used by `wf replay --trace`).
         self.on_event: Any = None
@@ -211,6 +212,7 @@ class WorkflowInstance:
             if et == E.HOOK_CONFLICT and cid in self.hooks:
                 self.hooks[cid]._mark_conflict()
         elif et == E.HOOK_RECEIVED:
+            self.received_hooks.add(cid)
             hook = self.hooks.get(cid)
             if hook is not None:
                 hook._deliver(deserialize(data.get("payload")))

@@ -302,8 +302,12 @@ class Worker:
         drive.inline.clear()
 
     async def _redispatch_unfinished(self, drive: _Drive) -> None:
-        """After a full replay, make sure every step the code awaits has a message (crash recovery)."""
+        """After a full replay, make sure every step the code awaits has a message, and that
+        children that ended have told this run (crash recovery)."""
         instance = drive.instance
+        from .children import redeliver_child_outcomes
+
+        await redeliver_child_outcomes(self.world, instance)
         for cid, call in instance.steps.items():
             if not call.command.recorded or call.future.done():
                 continue

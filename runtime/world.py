@@ -196,7 +196,11 @@ class Queue(ABC):
         i.e. enqueue order); the runtime passes the run id so the oldest run goes first.
         With an idempotency key that a not-yet-acked message already holds, no second
         message is made: a waiting one is made available no later than now + delay; a
-        leased one is delivered once more after it is acked (so no wake-up is lost).
+        leased one is delivered once more after it is acked (so no wake-up is lost, and
+        that delivery starts again at attempts 1). Keys are global across queue names, and
+        coalescing keeps the first message's queue, payload and order key. A negative
+        delay counts as 0. Durable: enqueue, nack, delete; take/extend/ack may be replayed
+        after a power loss (at-least-once), never lost.
         """
 
     @abstractmethod

@@ -2,7 +2,9 @@
 
 A lease names its holder by pid *and* the process's start time (field 22 of
 `/proc/<pid>/stat`) *and* the boot id, so a recycled pid or a reboot is never mistaken
-for the holder being alive. A zombie (killed, not yet reaped by its parent) is dead.
+for the holder being alive. A zombie (killed, not yet reaped by its parent) is dead. A
+holder in another pid namespace (another container sharing the data directory) cannot be
+looked up: it counts as alive, and its leases end only when their time runs out.
 """
 
 from __future__ import annotations
@@ -24,19 +26,21 @@ class Holder:
     pid: int
     start: int
     boot: str
+    #: The pid namespace (inode of /proc/self/ns/pid); 0 if unknown.
+    ns: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pid": self.pid, "start": self.start, "boot": self.boot}
+        return {"pid": self.pid, "start": self.start, "boot": self.boot, "ns": self.ns}
 
     @classmethod
     def from_dict(cls, data: Any) -> Holder:
         """Parse a holder written by `to_dict`; ValueError if it is not one."""
         if not isinstance(data, dict):
             raise ValueError("lease holder is not an object")
-        pid, start, boot = data.get("pid"), data.get("start"), data.get("boot")
-        if not isinstance(pid, int) or not isinstance(start, int) or not isinstance(boot, str):
-            raise ValueError("lease holder needs int pid, int start and str boot")
-        return cls(pid, start, boot)
+        pid, start, boot, ns = data.get("pid"), data.get("start"), data.get("boot"), data.get("ns", 0)
+        if not all(isinstance(n, int) for n in (pid, start, ns)) or not isinstance(boot, str):
+            raise ValueError("lease holder needs int pid, start and ns, and str boot")
+        return cls(pid, start, boot, ns)
 
 
 @cache
@@ -47,6 +51,15 @@ def boot_id() -> str:
             return f.read().strip()
     except OSError:
         return ""
+
+
+@cache
+def pid_namespace() -> int:
+    """This process's pid namespace (0 where the kernel does not expose one)."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
@@ -79,7 +92,7 @@ def current_holder() -> Holder:
     pid = os.getpid()
     if _current is None or _current.pid != pid:
         stat = _proc_stat(pid)
-        _current = Holder(pid, stat[1] if stat else 0, boot_id())
+        _current = Holder(pid, stat[1] if stat else 0, boot_id(), pid_namespace())
     return _current
 
 
@@ -89,6 +102,8 @@ def is_alive(holder: Holder) -> bool:
         return True
     if holder.boot != boot_id():
         return False
+    if holder.ns and pid_namespace() and holder.ns != pid_namespace():
+        return True  # another container's process: we cannot see it; its lease time decides
     if _has_proc():
         stat = _proc_stat(holder.pid)
         if stat is None:

@@ -23,6 +23,7 @@ import itertools
 import os
 import select
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -240,7 +241,8 @@ class Notifier:
         except OSError:
             return
         cached = self._listing.get(channel)
-        if cached is not None and cached[0] == mtime:
+        # A directory time is coarse on some kernels: trust the cache only for a settled listing.
+        if cached is not None and cached[0] == mtime and time.time_ns() - mtime > 100_000_000:
             names = cached[1]
         else:
             try:

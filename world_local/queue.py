@@ -119,6 +119,24 @@ class _FileLock:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
+class _Change:
+    """See `LocalQueue._changing`."""
+
+    __slots__ = ("_message_id", "_queue")
+
+    def __init__(self, queue: LocalQueue, message_id: str) -> None:
+        self._queue = queue
+        self._message_id = message_id
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            with contextlib.suppress(Exception):
+                self._queue._reload(self._message_id, time.time(), locked=True)
+
+
 class LocalQueue(Queue):
     """`Queue` on the file system, safe for several threads and processes on one directory."""
 
@@ -151,6 +169,12 @@ class LocalQueue(Queue):
     def _exclusive(self) -> _FileLock:
         """The queue-wide file lock, refreshing the index on entry (caller holds `_mutex`)."""
         return _FileLock(self._lock_fd, self._refresh)
+
+    def _changing(self, message_id: str) -> _Change:
+        """`with`-block around one message's change (under the lock): logged first; if the
+        change fails half way, the index re-reads what the files now say."""
+        self._log.append(message_id)
+        return _Change(self, message_id)
 
     def _new_lease_id(self) -> str:
         return f"{self._tag}-{next(self._lease_ids)}"
@@ -286,10 +310,10 @@ class LocalQueue(Queue):
                     if existing_id is not None:
                         woke = self._coalesce(self._index.records[existing_id], now + delay)
                         return existing_id
-                    self._log.append(message_id)
-                    self._files.create_message(record, data, staged=staged, durable=self._fsync)
-                    staged = None
-                    self._index.put(record, time.time())
+                    with self._changing(message_id):
+                        self._files.create_message(record, data, staged=staged, durable=self._fsync)
+                        staged = None
+                        self._index.put(record, time.time())
                     self._log.maybe_rotate()
                     woke = created = True
         finally:
@@ -313,9 +337,9 @@ class LocalQueue(Queue):
                 return False
             changed = record.changed(available_at=wanted_at)
             woke = True
-        self._log.append(record.message_id)
-        self._files.rewrite_message(changed, durable=self._fsync)
-        self._index.put(changed, time.time())
+        with self._changing(record.message_id):
+            self._files.rewrite_message(changed, durable=self._fsync)
+            self._index.put(changed, time.time())
         return woke
 
     async def take(
@@ -359,14 +383,14 @@ class LocalQueue(Queue):
                     return None
                 mid = record.message_id
                 claim = Lease(self._new_lease_id(), now + lease, self._me, record.deliveries + 1)
-                self._log.append(mid)
                 leased = record.changed(lease=claim)
-                if record.again_at is not None and record.again_at <= now:
-                    # this delivery answers the wake-up that was asked for while the lost lease ran
-                    leased.again_at = None
-                    self._files.rewrite_message(leased, durable=False)
-                self._files.write_lease(mid, claim, replacing=record.lease is not None)
-                self._index.put(leased, now)
+                with self._changing(mid):
+                    if record.again_at is not None and record.again_at <= now:
+                        # this delivery answers the wake-up that was asked for while the lost lease ran
+                        leased.again_at = None
+                        self._files.rewrite_message(leased, durable=False)
+                    self._files.write_lease(mid, claim, replacing=record.lease is not None)
+                    self._index.put(leased, now)
                 self._log.maybe_rotate()
                 return leased.leased_message()
 
@@ -388,16 +412,16 @@ class LocalQueue(Queue):
         with self._mutex, self._exclusive():
             record = self._leased_record(message)
             mid = record.message_id
-            self._log.append(mid)
-            if record.again_at is not None:
-                again = record.changed(lease=None, available_at=record.again_at, again_at=None, attempts=0)
-                self._files.rewrite_message(again, durable=False)
-                self._files.remove_lease(mid)
-                self._index.put(again, time.time())
-                requeued = True
-            else:
-                self._files.remove(mid)
-                self._index.drop(mid)
+            with self._changing(mid):
+                if record.again_at is not None:
+                    again = record.changed(lease=None, available_at=record.again_at, again_at=None, attempts=0)
+                    self._files.rewrite_message(again, durable=False)
+                    self._files.remove_lease(mid)
+                    self._index.put(again, time.time())
+                    requeued = True
+                else:
+                    self._files.remove(mid)
+                    self._index.drop(mid)
             self._log.maybe_rotate()
         if requeued:
             self._notifier.notify(CHANNEL)
@@ -412,10 +436,10 @@ class LocalQueue(Queue):
             if record.again_at is not None:
                 available_at = min(available_at, record.again_at)
             back = record.changed(lease=None, available_at=available_at, again_at=None, attempts=record.deliveries)
-            self._log.append(record.message_id)
-            self._files.rewrite_message(back, durable=self._fsync)
-            self._files.remove_lease(record.message_id)
-            self._index.put(back, time.time())
+            with self._changing(record.message_id):
+                self._files.rewrite_message(back, durable=self._fsync)
+                self._files.remove_lease(record.message_id)
+                self._index.put(back, time.time())
             self._log.maybe_rotate()
         if self._fsync:
             self._files.sync()
@@ -432,10 +456,10 @@ class LocalQueue(Queue):
             assert record.lease is not None
             now = time.time()
             renewed = record.changed(lease=replace(record.lease, until=now + lease, holder=self._me))
-            self._log.append(record.message_id)
             assert renewed.lease is not None
-            self._files.write_lease(record.message_id, renewed.lease, replacing=True)
-            self._index.put(renewed, now)
+            with self._changing(record.message_id):
+                self._files.write_lease(record.message_id, renewed.lease, replacing=True)
+                self._index.put(renewed, now)
             self._log.maybe_rotate()
             return renewed.leased_message()
 
@@ -459,9 +483,9 @@ class LocalQueue(Queue):
         with self._mutex, self._exclusive():
             if message_id not in self._index.records:
                 raise NotFoundError(f"no queue message {message_id}")
-            self._log.append(message_id)
-            self._files.remove(message_id)
-            self._index.drop(message_id)
+            with self._changing(message_id):
+                self._files.remove(message_id)
+                self._index.drop(message_id)
             self._log.maybe_rotate()
         if self._fsync:
             self._files.sync()

@@ -17,6 +17,7 @@ created unsynced moments ago is still only in memory and is unlinked at once.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -29,6 +30,7 @@ import orjson
 
 from ..runtime.errors import CorruptDataError
 from ..runtime.ids import new_ulid
+from . import faults
 from .file_reaper import FileReaper
 from .files import fsync_dir, write_bytes_atomic
 from .queue_index import Lease, MessageRecord
@@ -42,6 +44,7 @@ STALE_TMP_SECONDS = 600.0
 #: A file created unsynced this recently is most likely not written back yet (the kernel
 #: writes dirty data back after 30 s by default): unlinking it is cheap.
 FRESH_SECONDS = 10.0
+MAX_FRESH_TRACKED = 16384
 
 
 class Unsettled(Exception):
@@ -76,6 +79,7 @@ def create_file(path: str, data: bytes, *, durable: bool) -> None:
     """Create a file that must not exist yet (FileExistsError otherwise); fsync it if `durable`."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
+        faults.check("queue", path, fd, data)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
@@ -105,8 +109,8 @@ class MessageFiles:
         self._corrupt = root / "corrupt"
         self._tag = tag
         self._reaper = FileReaper(root / "trash", tag)
-        #: Files this process created unsynced (and did not rename over), by creation time.
-        self._fresh: dict[str, float] = {}
+        #: Files this process created unsynced (and did not rename over), oldest first.
+        self._fresh: collections.OrderedDict[str, float] = collections.OrderedDict()
 
     def message_path(self, message_id: str) -> str:
         return f"{self._dir}/{message_id}.json"
@@ -199,12 +203,17 @@ class MessageFiles:
             create_file(path, data, durable=durable)
             if not durable:
                 self._created_fresh(path)
+        faults.after("queue", path)
 
     def _created_fresh(self, path: str) -> None:
         now = time.monotonic()
-        if len(self._fresh) >= 4096:
-            self._fresh = {p: t for p, t in self._fresh.items() if now - t < FRESH_SECONDS}
-        self._fresh[path] = now
+        fresh = self._fresh
+        fresh[path] = now
+        while fresh:  # forget the oldest: too old to be fresh, or too many to track
+            created = next(iter(fresh.values()))
+            if now - created < FRESH_SECONDS and len(fresh) <= MAX_FRESH_TRACKED:
+                break
+            fresh.popitem(last=False)
 
     def _remove(self, path: str) -> None:
         created = self._fresh.pop(path, None)

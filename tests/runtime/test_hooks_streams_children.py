@@ -179,3 +179,33 @@ async def test_cancelling_a_sleeping_run(world, worker):
     waits = (await world.waits.list(run_id=run.id)).data
     assert [w.status for w in waits] == ["disposed"]
     assert (await run.events_async())[-1].event_type == EventType.RUN_CANCELLED
+
+
+async def test_a_child_that_ended_while_nobody_told_the_parent_is_picked_up(world, start_worker):
+    """The worker that recorded the child's end died before resuming the parent's hook:
+    the parent's next replay finds the ended child and takes its outcome."""
+    from wf.runtime import children
+
+    real = children.notify_parent
+    lost: list[str] = []
+
+    async def crash_before_notifying(world_, run):
+        lost.append(run.run_id)  # the process "dies" here: nothing is delivered
+
+    children.notify_parent = crash_before_notifying
+    worker = start_worker()
+    try:
+        run = await wf.start_async(parent, 2)
+        for _ in range(500):
+            if len(lost) >= 2:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        children.notify_parent = real
+        worker.stop()
+    assert len(lost) >= 2
+    start_worker()  # a fresh worker: replays the parent from its log
+    from wf.runtime.worker import enqueue_workflow
+
+    await enqueue_workflow(world, run.id)
+    assert (await run.result_async(timeout=15))["sum"] == 15

@@ -495,7 +495,7 @@ async def test_take_stays_fast_with_5000_queued_messages(
     other_view = (time.perf_counter() - start) / 200
 
     print(f"\ntake+ack with 5000 queued: {per_message * 1e6:.0f} us; from a second view: {other_view * 1e6:.0f} us")
-    assert per_message < 0.005 and other_view < 0.005
+    assert per_message < 0.002 and other_view < 0.002  # a listing of 5000 files alone would take longer
 
 
 # --- bad data and bad input -----------------------------------------------------------------
@@ -620,8 +620,10 @@ def test_a_lease_holder_is_dead_once_killed_even_unreaped_and_a_recycled_pid_is_
         assert child.stdout is not None
         holder = Holder.from_dict(json.loads(child.stdout.readline()))
         assert holder.pid == child.pid and is_alive(holder)
-        assert not is_alive(Holder(holder.pid, holder.start + 1, holder.boot))  # same pid, another process
-        assert not is_alive(Holder(holder.pid, holder.start, "another-boot"))
+        assert not is_alive(Holder(holder.pid, holder.start + 1, holder.boot, holder.ns))  # a recycled pid
+        assert not is_alive(Holder(holder.pid, holder.start, "another-boot", holder.ns))
+        # another container's process cannot be looked up: only its lease time ends its lease
+        assert is_alive(Holder(999_999_999, 1, holder.boot, holder.ns + 1))
         child.kill()  # and not waited for: a zombie
         deadline = time.monotonic() + 2
         while is_alive(holder) and time.monotonic() < deadline:
