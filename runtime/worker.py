@@ -57,11 +57,19 @@ async def enqueue_workflow(world: World, run_id: str, *, delay: float = 0.0) -> 
     )
 
 
-async def enqueue_step(world: World, run_id: str, step_id: str, *, delay: float = 0.0) -> None:
-    """Ask for step `step_id` of run `run_id` to be run by some worker."""
+async def enqueue_step(world: World, run_id: str, step_id: str, *, delay: float = 0.0,
+                       restart: bool = False) -> None:
+    """Ask for step `step_id` of run `run_id` to be run by some worker.
+
+    `restart`: the step is recorded as running but whoever ran it is gone (its run was
+    taken over after a crash): start a new attempt even though it looks busy.
+    """
+    payload: dict[str, Any] = {"run_id": run_id, "step_id": step_id}
+    if restart:
+        payload["restart"] = True
     await world.queue.enqueue(
-        STEP_QUEUE, {"run_id": run_id, "step_id": step_id}, idempotency_key=step_message_key(run_id, step_id),
-        delay=max(delay, 0.0), order_key=run_id,
+        STEP_QUEUE, payload, idempotency_key=step_message_key(run_id, step_id), delay=max(delay, 0.0),
+        order_key=run_id,
     )
 
 
@@ -320,7 +328,8 @@ class Worker:
             delay = 0.0
             if step.retry_after is not None:
                 delay = (step.retry_after - utcnow()).total_seconds()
-            await enqueue_step(self.world, drive.run_id, cid, delay=delay)
+            # We hold the run: a step recorded as running here was run inline by a driver that is gone.
+            await enqueue_step(self.world, drive.run_id, cid, delay=delay, restart=step.status == StepStatus.RUNNING)
 
     # --- the drive loop ---
 
@@ -563,6 +572,10 @@ class Worker:
                 self._missing_logged.add(step.step_name)
                 log.error("cannot run step %s of run %s: %s", step_id, run_id, exc)
             return 5.0
+        if step.status == StepStatus.RUNNING and message.attempts <= 1 and not message.payload.get("restart"):
+            # A first delivery finding the step running: another handler is on it (it records the
+            # result and wakes the run). Only a redelivery (its holder died) or a restart retries it.
+            return None
         if step.status == StepStatus.RUNNING and step.attempt >= step_fn.max_attempts:
             # Redelivered after a crash during the last attempt: fail it cleanly.
             event = Event(run_id, E.STEP_FAILED, correlation_id=step_id,
