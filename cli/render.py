@@ -16,6 +16,9 @@ from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from rich.table import Table
+from rich.text import Text
+
 from ..runtime.errors import SerializationError
 from ..runtime.serialization import deserialize
 
@@ -193,3 +196,21 @@ def offset(origin: datetime | None, at: datetime | None) -> str:
 def short_name(name: str) -> str:
     """A step or workflow name without its module path."""
     return name.rsplit(".", 1)[-1]
+
+
+def fit_table(headers: list[str], rows: list[list[str | Text]], elastic: tuple[str, ...], width: int) -> Table:
+    """A borderless table whose fixed columns are never cut; elastic ones share what is left."""
+    widest = [max([len(name), *(len(str(row[i])) for row in rows)]) for i, name in enumerate(headers)]
+    fixed = sum(w for name, w in zip(headers, widest, strict=True) if name not in elastic)
+    left = width - fixed - (len(headers) - 1)  # one space between columns
+    flexible = sorted((i for i, name in enumerate(headers) if name in elastic), key=lambda i: widest[i])
+    sizes = list(widest)
+    for n, i in enumerate(flexible):  # the narrowest first: what they leave goes to the others
+        sizes[i] = max(4, min(widest[i], left // (len(flexible) - n)))
+        left -= sizes[i]
+    table = Table(box=None, pad_edge=False, header_style="bold", collapse_padding=True)
+    for name, size in zip(headers, sizes, strict=True):
+        table.add_column(name, no_wrap=True, overflow="ellipsis", width=size)
+    for row in rows:
+        table.add_row(*row)
+    return table

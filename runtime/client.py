@@ -123,11 +123,15 @@ class Run:
         """End the run as cancelled: in-flight steps may finish, pending timers and hooks are dropped."""
         world = await self._w()
         try:
-            await world.events.create(self.id, Event(self.id, E.RUN_CANCELLED))
+            result = await world.events.create(self.id, Event(self.id, E.RUN_CANCELLED))
         except NotFoundError:
             raise RunNotFoundError(f"no run with id {self.id!r}") from None
         except EntityConflictError:
-            pass  # already completed or failed: nothing to cancel
+            return  # already completed or failed: nothing to cancel
+        if result.events:  # a child that was cancelled: its parent must hear of it
+            from .children import notify_parent
+
+            await notify_parent(world, await world.runs.get(self.id))
 
     def cancel(self) -> None:
         blocking(self.cancel_async())

@@ -238,9 +238,9 @@ class WorkflowInstance:
     def _start_main(self) -> None:
         if self._main is not None:
             return
-        args, kwargs = _split_input(self.input)
 
         async def main() -> Any:
+            args, kwargs = _split_input(self.input)  # an unreadable input fails the run, never the worker
             return await self.workflow.fn(*args, **kwargs)
 
         self._main = self.loop.create_task(main(), name=f"workflow {self.workflow_name}")

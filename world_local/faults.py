@@ -28,6 +28,7 @@ import contextlib
 import errno
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 KINDS = ("enospc", "eio", "tear", "vanish")
@@ -46,6 +47,7 @@ class Rule:
 
 
 _rules: list[Rule] = []
+_where: Callable[[str], bool] | None = None
 _rng = random.Random()
 #: (kind, op) -> faults injected so far in this process.
 counts: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -76,10 +78,12 @@ def parse(spec: str) -> list[Rule]:
     return rules
 
 
-def arm(spec: str | list[Rule], *, seed: int | None = None) -> None:
-    """Start injecting the faults of `spec` in this process (replacing any armed before)."""
-    global ARMED
+def arm(spec: str | list[Rule], *, seed: int | None = None, where: Callable[[str], bool] | None = None) -> None:
+    """Start injecting the faults of `spec` in this process (replacing any armed before);
+    with `where`, only into writes of the paths it accepts."""
+    global ARMED, _where
     _rules[:] = parse(spec) if isinstance(spec, str) else list(spec)
+    _where = where
     if seed is not None:
         _rng.seed(seed)
     ARMED = bool(_rules)
@@ -92,7 +96,9 @@ def disarm() -> None:
     _rules.clear()
 
 
-def _draw(op: str, *, vanish: bool) -> str | None:
+def _draw(op: str, path: object, *, vanish: bool) -> str | None:
+    if _where is not None and not _where(str(path)):
+        return None
     for rule in _rules:
         if rule.op is not None and rule.op != op:
             continue
@@ -108,7 +114,7 @@ def check(op: str, path: object, fd: int | None = None, data: bytes | memoryview
     """Before a write of `data` to `path` (open as `fd`): maybe raise ENOSPC/EIO, or tear it."""
     if not ARMED:
         return
-    kind = _draw(op, vanish=False)
+    kind = _draw(op, path, vanish=False)
     if kind is None:
         return
     if kind == "enospc":
@@ -122,7 +128,7 @@ def after(op: str, path: object) -> None:
     """After a successful write of `path`: maybe make the file vanish."""
     if not ARMED:
         return
-    if _draw(op, vanish=True) is not None:
+    if _draw(op, path, vanish=True) is not None:
         with contextlib.suppress(OSError):
             os.unlink(path)  # type: ignore[arg-type]
 

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from ..runtime.errors import CorruptDataError
+from . import faults
 
 
 def fsync_dir(path: Path) -> None:
@@ -82,6 +83,7 @@ def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool, sync_dir: bool =
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
+        faults.check("atomic", path, fd, data)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
@@ -104,6 +106,7 @@ def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool, sync_dir: bool =
         raise
     if fsync and sync_dir:
         fsync_dir(path.parent)
+    faults.after("atomic", path)
 
 
 def write_json_atomic(path: Path, value: Any, *, fsync: bool) -> None:
@@ -116,6 +119,7 @@ def create_file_exclusive(path: Path, data: bytes, *, fsync: bool) -> bool:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_tmp_ids)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
+        faults.check("exclusive", path, fd, data)
         os.write(fd, data)
         if fsync:
             datasync(fd)
@@ -130,6 +134,7 @@ def create_file_exclusive(path: Path, data: bytes, *, fsync: bool) -> bool:
             os.unlink(tmp)
     if fsync:
         fsync_dir(path.parent)
+    faults.after("exclusive", path)
     return True
 
 

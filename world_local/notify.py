@@ -75,11 +75,9 @@ class Subscription:
         if self._pending:
             self._pending = False
             return True
-        try:
-            if timeout is None:
+        try:  # not wait_for: on 3.11 it swallows a cancel that races a wake-up (the caller hangs)
+            async with asyncio.timeout(timeout):
                 await self._event.wait()
-            else:
-                await asyncio.wait_for(self._event.wait(), timeout)
         except TimeoutError:
             return False
         self._pending = False

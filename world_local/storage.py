@@ -25,7 +25,7 @@ from ..runtime.ids import validate_id
 from ..runtime.world import EventResult, EventsStorage, HooksStorage, RunsStorage, StepsStorage, WaitsStorage
 from .event_log import parse_line, without_payloads
 from .run_store import RunStore, run_channel
-from .views import read_entities, read_entity
+from .views import read_entity
 
 log = logging.getLogger("wf.world_local")
 
@@ -74,26 +74,16 @@ class _Reader:
     def __init__(self, store: RunStore) -> None:
         self.store = store
 
-    def run_exists(self, run_id: str) -> bool:
-        return (self.store.run_dir(run_id) / "run.json").is_file()
-
     def entities(self, run_id: str, kind: str, cls: type[T]) -> list[tuple[int, T]]:
-        """A run's steps, hooks or waits in creation order. NotFoundError if the run is unknown."""
-        folder = self.store.run_dir(run_id) / kind
-        try:
-            return read_entities(folder, cls)  # type: ignore[type-var, return-value]
-        except (FileNotFoundError, NotADirectoryError):
-            if not self.run_exists(run_id):
-                raise NotFoundError(f"run {run_id} not found") from None
-            return []
+        """A run's steps, hooks or waits in creation order (from its log). NotFoundError if the run is unknown."""
+        return self.store.entities(run_id, kind)  # type: ignore[return-value]
 
     def entity(self, run_id: str, kind: str, entity_id: str, cls: type[T]) -> T:
-        path = self.store.entity_path(run_id, kind, entity_id)
-        try:
-            return read_entity(path, cls)[0]  # type: ignore[type-var, return-value]
-        except FileNotFoundError:
-            what = kind[:-1]
-            raise NotFoundError(f"{what} {entity_id} not found in run {run_id}") from None
+        validate_id(entity_id, kind[:-1] + " id")
+        found = self.store.entity(run_id, kind, entity_id)
+        if found is None:
+            raise NotFoundError(f"{kind[:-1]} {entity_id} not found in run {run_id}")
+        return found[1]  # type: ignore[return-value]
 
 
 class LocalRuns(RunsStorage):
@@ -239,9 +229,10 @@ class LocalHooks(HooksStorage):
         entry = self._store.tokens.read(token)
         if entry is not None and entry.token == token:
             try:
-                hook = read_entity(self._store.entity_path(entry.run_id, "hooks", entry.hook_id), Hook)[0]
-            except (FileNotFoundError, InvalidIdError):
-                hook = None
+                found = self._store.entity(entry.run_id, "hooks", entry.hook_id)
+            except (NotFoundError, InvalidIdError):
+                found = None
+            hook = found[1] if found is not None else None
             if hook is not None and hook.status == HookStatus.ACTIVE and hook.token == token:
                 return hook
         raise NotFoundError("no live hook holds this token")
@@ -260,12 +251,15 @@ class LocalHooks(HooksStorage):
         if status in (None, HookStatus.ACTIVE):
             for entry in self._store.tokens.entries():
                 try:
-                    hook, seq = read_entity(self._store.entity_path(entry.run_id, "hooks", entry.hook_id), Hook)
-                except (FileNotFoundError, InvalidIdError):
+                    item = self._store.entity(entry.run_id, "hooks", entry.hook_id)
+                except (NotFoundError, InvalidIdError):
                     continue
                 except CorruptDataError as exc:
                     log.warning("skipping hook in listing: %s", exc)
                     continue
+                if item is None:
+                    continue
+                seq, hook = item  # type: ignore[assignment]
                 if hook.status == HookStatus.ACTIVE and hook.token == entry.token:
                     found.append(((hook.run_id, seq), hook))
         else:

@@ -45,6 +45,7 @@ import orjson
 from ..runtime.errors import CorruptDataError, EntityConflictError, InvalidIdError, SerializationError
 from ..runtime.ids import validate_id
 from ..runtime.world import StreamInfo, Streams
+from . import faults
 from .files import fsync_dir
 from .notify import Notifier
 
@@ -265,6 +266,7 @@ class LocalStreams(Streams):
                     written = 0
                     try:
                         view = memoryview(data)
+                        faults.check("stream", state.path, fd, view)
                         while written < len(data):
                             written += os.write(fd, view[written:])
                     except BaseException:

@@ -36,6 +36,7 @@ import errno
 import fcntl
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -279,3 +280,74 @@ class StatusIndex:
             with contextlib.suppress(FileNotFoundError):
                 ids.update(name for name in os.listdir(self.root / status.value) if not name.startswith("."))
         return ids
+
+
+class ViewWriter:
+    """Writes step, hook and wait views behind the commit, on a background thread.
+
+    The log is the source of truth and readers use its fold; the view files are a mirror
+    for people and tools, rewritten within milliseconds. Writes to one path are coalesced
+    (the newest content wins) and never reordered.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, bytes] = {}
+        self._cond = threading.Condition()
+        self._write_lock = threading.Lock()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def write_later(self, path: str, data: bytes) -> None:
+        with self._cond:
+            self._pending[path] = data
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="wf-views", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def write_now(self, path: str, data: bytes, *, fsync: bool) -> None:
+        """Write at once (a run's final, durable views), superseding a pending write of `path`."""
+        with self._write_lock:
+            with self._cond:
+                self._pending.pop(path, None)
+            write_view(path, data, fsync=fsync)
+
+    def flush(self) -> None:
+        """Write everything pending, in this thread."""
+        while True:
+            with self._write_lock:
+                with self._cond:
+                    if not self._pending:
+                        return
+                    path = next(iter(self._pending))
+                    data = self._pending.pop(path)
+                self._write(path, data)
+
+    def _write(self, path: str, data: bytes) -> None:
+        try:
+            write_view(path, data, fsync=False)
+        except OSError as exc:  # the run's views are rewritten from its log on the next start
+            log.warning("could not write view %s: %s", path, exc)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending and self._closed:
+                    return
+            with self._write_lock:
+                with self._cond:
+                    if not self._pending:
+                        continue
+                    path = next(iter(self._pending))
+                    data = self._pending.pop(path)
+                self._write(path, data)
+
+    def close(self) -> None:
+        self.flush()
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -11,22 +11,21 @@ from rich.text import Text
 
 from ...runtime.entities import Event, Hook, Run, Step, Wait, utcnow
 from ...runtime.world import World
-from ..common import DATA_DIR, console, handle_errors, open_world, print_json, run_async
+from ..common import DATA_DIR, console, fail, handle_errors, open_world, print_json, run_async
 from ..listings import KINDS, Filters, Listing, list_kind
-from ..render import between, clip, duration, error_line, short_name, style_of, when_short
+from ..render import between, clip, duration, error_line, fit_table, short_name, style_of, when_short
 from ..run_report import render_story
 from ..run_story import load_story, story_json
 
-HELP = """Show the story of one run, or list runs, steps, events, hooks or waits.
-
-[bold]wf inspect RUN_ID[/]: header (workflow, status, input, output or error with its traceback,
-times, attributes), steps, hooks, waits, streams, a timeline, each entity's path through its
-states and the event log. Long payloads are cut; [bold]--full[/] shows them whole.
-
-[bold]wf inspect runs|steps|events|hooks|waits[/]: a listing, newest first, filtered by
-[bold]--status[/], [bold]--workflow[/], [bold]--run[/] (and [bold]--type[/] for events); [bold]--limit[/] items a page,
-[bold]--cursor[/] the next cursor a previous page printed.
-"""
+HELP = (
+    "Show the story of one run, or list runs, steps, events, hooks or waits.\n\n"
+    "[bold]wf inspect RUN_ID[/]: header (workflow, status, input, output or error with its traceback, times, "
+    "attributes), steps, hooks, waits, streams, a timeline, each entity's path through its states, and the event "
+    "log. Long payloads are cut; [bold]--full[/] shows them whole.\n\n"
+    "[bold]wf inspect runs|steps|events|hooks|waits[/]: a listing, newest first, filtered by [bold]--status[/], "
+    "[bold]--workflow[/], [bold]--run[/] (and [bold]--type[/] for events). [bold]--limit[/] items a page; pass the "
+    "printed next cursor to [bold]--cursor[/] for the next page."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -48,6 +47,11 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     data_dir: Path = DATA_DIR,
 ) -> None:
+    if target not in KINDS:
+        given = [name for name, value in (("--status", status), ("--workflow", workflow), ("--run", run),
+                                          ("--type", event_type), ("--cursor", cursor)) if value is not None]
+        if given:
+            fail(f"{', '.join(given)} apply to listings (wf inspect runs|steps|events|hooks|waits), not to a run id")
     world = open_world(data_dir, create=False)
     if target in KINDS:
         filters = Filters(status=status, workflow=workflow, run=run, event_type=event_type)
@@ -146,22 +150,4 @@ def _table(listing: Listing) -> Table:
             assert isinstance(wait, Wait)
             rows.append([wait.run_id, wait.wait_id, Text(str(wait.status), style=style_of(wait.status)),
                          when_short(wait.resume_at), when_short(wait.completed_at)])
-    return _fit(headers, rows, elastic, console.width)
-
-
-def _fit(headers: list[str], rows: list[list[str | Text]], elastic: tuple[str, ...], width: int) -> Table:
-    """A borderless table whose fixed columns are never cut; elastic ones share what is left."""
-    widest = [max([len(name), *(len(str(row[i])) for row in rows)]) for i, name in enumerate(headers)]
-    fixed = sum(w for name, w in zip(headers, widest, strict=True) if name not in elastic)
-    left = width - fixed - (len(headers) - 1)  # one space between columns
-    flexible = sorted((i for i, name in enumerate(headers) if name in elastic), key=lambda i: widest[i])
-    sizes = list(widest)
-    for n, i in enumerate(flexible):  # the narrowest first: what they leave goes to the others
-        sizes[i] = max(4, min(widest[i], left // (len(flexible) - n)))
-        left -= sizes[i]
-    table = Table(box=None, pad_edge=False, header_style="bold", collapse_padding=True)
-    for name, size in zip(headers, sizes, strict=True):
-        table.add_column(name, no_wrap=True, overflow="ellipsis", width=size)
-    for row in rows:
-        table.add_row(*row)
-    return table
+    return fit_table(headers, rows, elastic, console.width)
