@@ -136,6 +136,7 @@ class Worker:
         """Take and process messages until `stop()`; then finish in-flight work and return."""
         heartbeat = asyncio.create_task(self._heartbeat())
         generation = await self.world.drain_generation()
+        presence = await self.world.announce_worker({"kind": "worker", "concurrency": self.concurrency})
         try:
             while not self._stopping.is_set():
                 if await self.world.drain_generation() != generation:
@@ -174,6 +175,8 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             self.executor.shutdown()
+            with contextlib.suppress(WorldError, OSError):
+                await self.world.retire_worker(presence)
 
     def stop(self) -> None:
         """Stop taking messages; `run()` returns once in-flight work is done."""

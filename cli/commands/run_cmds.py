@@ -224,7 +224,6 @@ async def _serve(world: World, concurrency: int, *, on_ready: Any = None) -> Non
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    worker_id = await world.announce_worker({"kind": "worker", "concurrency": concurrency})
     task = asyncio.create_task(w.run())
     err_console.print(f"wf worker ready: {len(REGISTRY.workflows)} workflow(s), concurrency {concurrency}",
                       markup=False)
@@ -239,5 +238,4 @@ async def _serve(world: World, concurrency: int, *, on_ready: Any = None) -> Non
             await task
         stopper.cancel()
     finally:
-        await world.retire_worker(worker_id)
         await world.close()
