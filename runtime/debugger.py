@@ -100,9 +100,12 @@ def _compare_outcome(report: ReplayReport, run: Run, outcome: Outcome | None, ev
             report.outcome_mismatch += f" ({outcome.error.get('type')}: {outcome.error.get('message')})"
     elif not outcome.failed and outcome.output != run.output:
         report.outcome_mismatch = "the code now returns a different value than the one recorded"
-    elif outcome.failed and (outcome.error or {}).get("type") != (run.error or {}).get("type"):
-        report.outcome_mismatch = (f"the run failed with {(run.error or {}).get('type')}, "
-                                   f"the code now fails with {(outcome.error or {}).get('type')}")
+    elif outcome.failed:
+        recorded = ((run.error or {}).get("type"), (run.error or {}).get("message"))
+        replayed = ((outcome.error or {}).get("type"), (outcome.error or {}).get("message"))
+        if recorded != replayed:
+            report.outcome_mismatch = (f"the run failed with {recorded[0]}: {recorded[1]}, "
+                                       f"the code now fails with {replayed[0]}: {replayed[1]}")
 
 
 def user_frames(instance: WorkflowInstance) -> list[tuple[str, types.FrameType]]:

@@ -56,10 +56,10 @@ from typing import Any
 
 from wf.runtime.client import Run, resume_hook_in, start_run
 from wf.runtime.config import configure, started_world, world_factory
-from wf.runtime.entities import Event, Hook, RunStatus
+from wf.runtime.debugger import replay_run
+from wf.runtime.entities import Event, Hook
 from wf.runtime.errors import NotFoundError
 from wf.runtime.registry import REGISTRY, Registry, WorkflowFunction
-from wf.runtime.replay import WorkflowInstance
 from wf.runtime.serialization import deserialize
 from wf.runtime.worker import Worker
 from wf.runtime.world import World
@@ -223,28 +223,15 @@ class WorkflowEnv:
         """
         run_id = _run_id(run)
         info = await self.world.runs.get(run_id)
-        instance = WorkflowInstance(self.registry.workflow(info.workflow_name), info)
-        try:
-            instance.feed_many(await self.world.events.list(run_id))
-            unrecorded = instance.new_commands()
-            outcome = instance.outcome
-        finally:
-            instance.close()
-        if info.status == RunStatus.COMPLETED:
-            replayed = f"failed: {outcome.error}" if outcome else "did not end"
-            assert outcome is not None and not outcome.failed, f"run {run_id} completed, but its replay {replayed}"
-            assert deserialize(outcome.output) == deserialize(info.output), (
-                f"run {run_id} returned {deserialize(info.output)!r}, its replay {deserialize(outcome.output)!r}"
-            )
-        elif info.status == RunStatus.FAILED:
-            assert outcome is not None and outcome.failed, f"run {run_id} failed, but its replay did not"
-            assert outcome.error is not None and info.error is not None
-            got = (outcome.error.get("type"), outcome.error.get("message"))
-            want = (info.error.get("type"), info.error.get("message"))
-            assert got == want, f"run {run_id} failed with {want}, its replay with {got}"
-        elif info.status != RunStatus.CANCELLED:
-            assert not unrecorded, (
-                f"replaying run {run_id} asks for {[c.cid for c in unrecorded]} that the log does not hold yet"
+        report = replay_run(self.registry.workflow(info.workflow_name), info, await self.world.events.list(run_id))
+        if report.instance is not None:
+            report.instance.close()
+        if report.divergence is not None:
+            raise report.divergence
+        assert report.outcome_mismatch is None, f"run {run_id}: {report.outcome_mismatch}"
+        if not info.status.terminal:
+            assert not report.pending_calls, (
+                f"replaying run {run_id} asks for {report.pending_calls} that the log does not hold yet"
             )
 
 
