@@ -31,6 +31,7 @@ def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """One report from several runs (see the module docstring)."""
     merged: dict[str, Any] = {"runs": [], "rows": []}
     keyed: dict[tuple[str, str, str], dict[str, Any]] = {}
+    scale: dict[tuple[int, int], dict[str, Any]] = {}
     for rep in reports:
         merged["runs"].append({"machine": rep["machine"], "command": rep.get("command"), "seconds": rep.get("seconds")})
         for row in rep["rows"]:
@@ -38,9 +39,10 @@ def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
         for key in ("dbos_ratios", "dbos_error"):
             if key in rep:
                 merged[key] = rep[key]
-        if rep.get("scale"):
-            merged["scale"] = rep["scale"]
+        for run in rep.get("scale", []):
+            scale[(run["workflows"], run["workers"])] = run
     merged["rows"] = list(keyed.values())
+    merged["scale"] = [scale[k] for k in sorted(scale)]
     rows = [Row.from_json(r) for r in merged["rows"]]
     merged["growth_linearity"] = linearity([r for r in rows if r.section == "growth"])
     merged["goals"] = check_goals(rows, merged)

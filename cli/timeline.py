@@ -149,7 +149,8 @@ def draw_timeline(rows: list[Row], width: int) -> Text:
     out.append("\n")
     for row in rows:
         cells: list[tuple[str, str]] = [(" ", "")] * bar_w
-        for seg in row.segments:
+        # Waiting stretches first, attempts on top: a quick attempt stays visible beside its backoff.
+        for seg in sorted(row.segments, key=lambda s: s.char == "━"):
             for c in range(col(seg.start), col(seg.end) + 1):
                 cells[c] = (seg.char, seg.style)
         for at, char, style in row.marks:

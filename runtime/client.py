@@ -225,6 +225,7 @@ async def start_run(
     except EntityConflictError:
         if idempotency_key is None:
             raise
+        await enqueue_workflow(world, run_id)  # its first enqueue may have failed (a retried start_child)
         return Run(run_id, world)  # the same key already made this run
     except (WorldError, OSError) as exc:
         if isinstance(exc, InvalidIdError):

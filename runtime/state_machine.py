@@ -28,7 +28,6 @@ Event data, by type (payload values are serialized tagged JSON):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -53,17 +52,55 @@ from .errors import EntityConflictError, NotFoundError, RunExpiredError, TooEarl
 E = EventType
 
 
-@dataclass(slots=True)
 class RunState:
-    """A run and everything that hangs off it, as of some point in its log."""
+    """A run and everything that hangs off it, as of some point in its log.
 
-    run: Run | None = None
-    steps: dict[str, Step] = field(default_factory=dict)
-    hooks: dict[str, Hook] = field(default_factory=dict)
-    waits: dict[str, Wait] = field(default_factory=dict)
+    Step, hook and wait events only bump the run's `event_count`/`updated_at`; those are
+    applied to `run` when it is read (one copy per read, not one per event).
+    """
+
+    __slots__ = ("_count", "_run", "_stale", "_updated", "hooks", "steps", "waits")
+
+    def __init__(self, run: Run | None = None, steps: dict[str, Step] | None = None,
+                 hooks: dict[str, Hook] | None = None, waits: dict[str, Wait] | None = None) -> None:
+        self._run = run
+        self.steps: dict[str, Step] = steps if steps is not None else {}
+        self.hooks: dict[str, Hook] = hooks if hooks is not None else {}
+        self.waits: dict[str, Wait] = waits if waits is not None else {}
+        self._stale = False
+        self._count = run.event_count if run is not None else 0
+        self._updated = run.updated_at if run is not None else None
+
+    @property
+    def run(self) -> Run | None:
+        """The run, with its event count and update time as of the last applied event."""
+        if self._stale and self._run is not None:
+            self._run = self._run.evolve(event_count=self._count, updated_at=self._updated)
+            self._stale = False
+        return self._run
+
+    @run.setter
+    def run(self, value: Run | None) -> None:
+        self._run = value
+        self._stale = False
+        self._count = value.event_count if value is not None else 0
+        self._updated = value.updated_at if value is not None else None
+
+    @property
+    def base_run(self) -> Run | None:
+        """The run as last changed by a run event: status and ids are current, counters may lag."""
+        return self._run
 
     def copy(self) -> RunState:
-        return RunState(self.run, dict(self.steps), dict(self.hooks), dict(self.waits))
+        state = RunState(self.run, dict(self.steps), dict(self.hooks), dict(self.waits))
+        return state
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, RunState) and self.run == other.run and self.steps == other.steps
+                and self.hooks == other.hooks and self.waits == other.waits)
+
+    def __repr__(self) -> str:
+        return f"RunState(run={self.run!r}, steps={self.steps!r}, hooks={self.hooks!r}, waits={self.waits!r})"
 
 
 def _dt(value: Any) -> datetime | None:
@@ -86,7 +123,7 @@ def plan(state: RunState, event: Event, now: datetime, *, token_in_use: bool = F
     another live hook (the caller knows the cross-run token index; this module does not).
     """
     et = event.event_type
-    run = state.run
+    run = state.base_run
 
     if et == E.RUN_CREATED:
         if run is not None:
@@ -217,7 +254,12 @@ def apply(state: RunState, event: Event) -> RunState:
         )
         return state
     assert run is not None, "event before run_created"
-    run = run.evolve(event_count=event.seq + 1, updated_at=at)
+    if et not in RUN_EVENTS:  # the run itself is unchanged: only its counters move
+        state._count = event.seq + 1
+        state._updated = at
+        state._stale = True
+    else:
+        run = run.evolve(event_count=event.seq + 1, updated_at=at)
 
     if et == E.RUN_STARTED:
         run = run.evolve(status=RunStatus.RUNNING, started_at=at)
@@ -270,7 +312,8 @@ def apply(state: RunState, event: Event) -> RunState:
             state.waits[cid] = Wait(run_id=event.run_id, wait_id=cid, resume_at=resume_at, created_at=at)
         else:
             state.waits[cid] = state.waits[cid].evolve(status=WaitStatus.COMPLETED, completed_at=at)
-    state.run = run
+    if et in RUN_EVENTS:
+        state.run = run
     return state
 
 

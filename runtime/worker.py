@@ -43,6 +43,8 @@ E = EventType
 LEASE_SECONDS = 60.0
 HEARTBEAT_SECONDS = 15.0
 CACHE_SIZE = 5000
+#: While inline steps run, events others write are looked for after this long at the latest.
+QUICK_STEP_SECONDS = 0.02
 
 
 def always_replay_default() -> bool:
@@ -136,7 +138,11 @@ class Worker:
         """Take and process messages until `stop()`; then finish in-flight work and return."""
         heartbeat = asyncio.create_task(self._heartbeat())
         generation = await self.world.drain_generation()
-        presence = await self.world.announce_worker({"kind": "worker", "concurrency": self.concurrency})
+        try:
+            presence = await self.world.announce_worker({"kind": "worker", "concurrency": self.concurrency})
+        except (WorldError, OSError) as exc:  # presence only informs observers: never a reason to stop
+            log.warning("could not announce this worker: %s", exc)
+            presence = ""
         try:
             while not self._stopping.is_set():
                 if await self.world.drain_generation() != generation:
@@ -251,8 +257,23 @@ class Worker:
             return result.run
         if run.status.terminal:
             self._evict(run_id)
+            token = run.attributes.get("parent_token")
+            if token:  # a redelivered message of a child: its end may never have reached the parent
+                await self._renotify_parent(run_id, token)
             return None
         return run
+
+    async def _renotify_parent(self, run_id: str, token: str) -> None:
+        from .children import notify_parent
+
+        try:
+            hook = await self.world.hooks.get_by_token(token)
+        except NotFoundError:
+            return  # the parent is over
+        if hook.received_count == 0:
+            await notify_parent(self.world, await self.world.runs.get(run_id))
+        else:  # delivered, but the parent's wake-up may have been lost with the error that followed
+            await enqueue_workflow(self.world, hook.run_id)
 
     def _evict(self, run_id: str) -> None:
         instance = self._cache.pop(run_id, None)
@@ -485,6 +506,14 @@ class Worker:
         timeout = None
         if timers:
             timeout = max((min(timers.values()) - utcnow()).total_seconds(), 0.0)
+        # Most inline steps are quick: wait for them alone first, and only then also watch the
+        # log for what others write (a hook payload, a queued step's result).
+        first = QUICK_STEP_SECONDS if timeout is None else min(QUICK_STEP_SECONDS, timeout)
+        done, _ = await asyncio.wait(list(drive.inline.values()), timeout=first, return_when=asyncio.FIRST_COMPLETED)
+        if done:
+            return
+        if timeout is not None:
+            timeout = max(timeout - first, 0.0)
         instance = drive.instance
         watcher = asyncio.ensure_future(self.world.events.wait(drive.run_id, after_seq=instance.fed_seq, timeout=None))
         try:

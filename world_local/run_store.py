@@ -376,7 +376,7 @@ class RunStore:
         run_before = state.run
         status_before = run_before.status if run_before is not None else None
         changes = _Changes()
-        results: list[EventResult] = []
+        outcomes: list[tuple[Event, list[Event]]] = []
         lines: list[bytes] = []
         mutated = False
         try:
@@ -390,7 +390,7 @@ class RunStore:
                 except EntityConflictError:
                     if not skip_conflicts:
                         raise
-                    results.append(self._result(state, event, []))
+                    outcomes.append((event, []))
                     continue
                 recorded: list[Event] = []
                 for item in planned:
@@ -408,7 +408,8 @@ class RunStore:
                     mutated = True
                     _apply(view, record, handle.log_path)
                     recorded.append(record)
-                results.append(self._result(state, event, recorded))
+                outcomes.append((event, recorded))
+            results = self._results(state, outcomes)
             if not lines:
                 return results, False
             run = state.run
@@ -433,18 +434,22 @@ class RunStore:
         return results, True
 
     @staticmethod
-    def _result(state: RunState, event: Event, recorded: list[Event]) -> EventResult:
+    def _results(state: RunState, outcomes: list[tuple[Event, list[Event]]]) -> list[EventResult]:
+        """What each event of a batch did, with the entities as of the end of the batch."""
         run = state.run
         assert run is not None
-        cid = event.correlation_id or ""
-        kind = event_kind(event.event_type)
-        return EventResult(
-            events=recorded,
-            run=run,
-            step=state.steps.get(cid) if kind == "steps" else None,
-            hook=state.hooks.get(cid) if kind == "hooks" else None,
-            wait=state.waits.get(cid) if kind == "waits" else None,
-        )
+        results = []
+        for event, recorded in outcomes:
+            cid = event.correlation_id or ""
+            kind = event_kind(event.event_type)
+            results.append(EventResult(
+                events=recorded,
+                run=run,
+                step=state.steps.get(cid) if kind == "steps" else None,
+                hook=state.hooks.get(cid) if kind == "hooks" else None,
+                wait=state.waits.get(cid) if kind == "waits" else None,
+            ))
+        return results
 
     @staticmethod
     def _note_changes(state: RunState, event: Event, changes: _Changes) -> None:

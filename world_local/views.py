@@ -282,6 +282,10 @@ class StatusIndex:
         return ids
 
 
+#: How long step, hook and wait views may lag behind their log.
+VIEW_WRITE_DELAY = 0.05
+
+
 class ViewWriter:
     """Writes step, hook and wait views behind the commit, on a background thread.
 
@@ -299,11 +303,13 @@ class ViewWriter:
 
     def write_later(self, path: str, data: bytes) -> None:
         with self._cond:
+            was_empty = not self._pending
             self._pending[path] = data
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="wf-views", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if was_empty:
+                self._cond.notify()
 
     def write_now(self, path: str, data: bytes, *, fsync: bool) -> None:
         """Write at once (a run's final, durable views), superseding a pending write of `path`."""
@@ -336,13 +342,12 @@ class ViewWriter:
                     self._cond.wait()
                 if not self._pending and self._closed:
                     return
-            with self._write_lock:
-                with self._cond:
-                    if not self._pending:
-                        continue
-                    path = next(iter(self._pending))
-                    data = self._pending.pop(path)
-                self._write(path, data)
+                closed = self._closed
+            if not closed:
+                # Let a burst of commits coalesce (a step's created/started/completed becomes
+                # one write) and keep this thread off the GIL while the committer is busy.
+                time.sleep(VIEW_WRITE_DELAY)
+            self.flush()
 
     def close(self) -> None:
         self.flush()

@@ -112,6 +112,12 @@ async def parent(x: int) -> int:
     return e["v"]
 
 
+@wf.workflow(name="soak.adopter")
+async def adopter(x: int) -> int:
+    """Only waits for a child: nothing else would wake it."""
+    return await chain(x)
+
+
 @wf.workflow(name="soak.doomed")
 async def doomed(x: int) -> int:
     await add(x, 1)

@@ -88,3 +88,40 @@ async def _child_of(world: LocalWorld, parent_id: str) -> str:
                 return run.run_id
         await asyncio.sleep(0.01)
     raise AssertionError("the child run was never started")
+
+
+async def test_a_suspended_parent_learns_the_child_outcome_when_the_first_notification_failed(
+    world: LocalWorld, side_file: Path, monkeypatch: pytest.MonkeyPatch,
+    start_worker: Callable[..., tuple[object, asyncio.Task[None]]],
+) -> None:
+    # Found by the crash soak with faults armed: the parent waited for its child with no
+    # message queued; the child's end failed to reach it (EIO on the parent's log), and the
+    # child's redelivered message found the child over and did nothing. Lost for good.
+    monkeypatch.setenv("WF_SOAK_STEP_DELAY", "0.2")
+    parent = await wf.start_async("soak.adopter", 1)
+    start_worker()
+    child_id = await _child_of(world, parent.id)
+    for _ in range(200):  # the parent has recorded the child's start and suspended
+        if any(e.event_type == "step_completed" for e in await world.events.list(parent.id)):
+            break
+        await asyncio.sleep(0.01)
+    faults.arm("eio@append:1", where=lambda path: parent.id in path)
+    for _ in range(300):
+        if (await world.runs.get(child_id, resolve_data=False)).status.terminal:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    faults.disarm()
+    assert await parent.result_async(timeout=10) == 7
+
+
+async def test_worker_runs_even_when_it_cannot_announce_itself(
+    world: LocalWorld, side_file: Path, start_worker: Callable[..., tuple[object, asyncio.Task[None]]],
+) -> None:
+    # Found by the crash soak with faults: ENOSPC writing the worker's presence file ended
+    # Worker.run at once, and `wf worker` then exited with status 0 having done nothing.
+    faults.arm("enospc@atomic:1", where=lambda path: "/workers/" in path)
+    run = await wf.start_async("soak.chain", 2)
+    _, task = start_worker()
+    assert await run.result_async(timeout=20) == 8
+    assert not task.done()
