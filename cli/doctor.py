@@ -42,10 +42,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..runtime.entities import Event, HookStatus, Run, WaitStatus
+from ..runtime.entities import Event, Run
 from ..runtime.errors import CorruptDataError, NotFoundError, WfError
+from ..runtime.liveness import QueuedRuns, queued_runs, stuck_reason
 from ..runtime.state_machine import RunState, fold
-from ..runtime.world import STEP_QUEUE, WORKFLOW_QUEUE, Message, World
+from ..runtime.world import STEP_QUEUE, Message, World
 from .run_story import all_pages
 
 #: How long to wait before looking again at a suspect run.
@@ -63,22 +64,6 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(slots=True)
-class _Queued:
-    workflow: set[str]
-    steps: set[str]
-
-    def drives(self, run_id: str) -> bool:
-        return run_id in self.workflow or run_id in self.steps
-
-
-async def _queued(world: World) -> _Queued:
-    messages = await world.queue.list()
-    workflow = {str(m.payload.get("run_id")) for m in messages if m.queue == WORKFLOW_QUEUE}
-    steps = {str(m.payload.get("run_id")) for m in messages if m.queue == STEP_QUEUE}
-    return _Queued(workflow, steps)
 
 
 async def all_run_ids(world: World) -> list[str]:
@@ -139,37 +124,7 @@ async def _view_problem(world: World, run_id: str, state: RunState) -> str | Non
     return None
 
 
-async def _stuck_problem(world: World, run_id: str, state: RunState, queued: _Queued) -> str | None:
-    """Why nothing will ever drive this active run (None if something will)."""
-    run = state.run
-    assert run is not None
-    if run.status.terminal or queued.drives(run_id):
-        return None
-    unfinished = sorted(s.step_id for s in state.steps.values() if not s.status.terminal)
-    waiting = sorted(state.waits.values(), key=lambda w: w.resume_at)
-    waiting = [w for w in waiting if w.status == WaitStatus.WAITING]
-    hooks = [h for h in state.hooks.values() if h.status == HookStatus.ACTIVE]
-    if unfinished:
-        return f"{run.status} run: step {', '.join(unfinished)} unfinished, but no step or workflow message queued"
-    if waiting:
-        return (f"sleeping until {waiting[0].resume_at.isoformat(timespec='seconds')}, "
-                "but no delayed workflow message will wake it")
-    if hooks:
-        dead = []
-        for hook in hooks:
-            try:
-                live = await world.hooks.get_by_token(hook.token)
-            except (NotFoundError, WfError):
-                live = None
-            if live is None or (live.run_id, live.hook_id) != (run_id, hook.hook_id):
-                dead.append(hook.hook_id)
-        if not dead:
-            return None  # suspended on a live hook: resuming it enqueues the run
-        return f"waits on hook {', '.join(dead)} whose token no longer reaches it, and no workflow message"
-    return f"{run.status} run with no workflow message queued: no worker will pick it up"
-
-
-async def _check_run(world: World, run_id: str, queued: _Queued) -> list[Finding]:
+async def _check_run(world: World, run_id: str, queued: QueuedRuns) -> list[Finding]:
     try:
         events, state = await _fold(world, run_id)
     except NotFoundError:
@@ -184,7 +139,7 @@ async def _check_run(world: World, run_id: str, queued: _Queued) -> list[Finding
         problem = None  # the log moved while we read: a write in progress, not damage
     if problem:
         found.append(Finding("views", run_id, problem, "rebuild the views from the log"))
-    stuck = await _stuck_problem(world, run_id, state, queued)
+    stuck = await stuck_reason(world, run_id, state, queued)
     if stuck:
         found.append(Finding("queue", run_id, stuck, "enqueue its workflow message"))
     return found
@@ -239,7 +194,7 @@ async def _lease_findings(world: World) -> list[Finding]:
 async def diagnose(world: World, run_ids: list[str] | None = None) -> list[Finding]:
     """Every problem found twice, RECHECK_SECONDS apart (so that work in progress is not reported)."""
     ids = run_ids if run_ids is not None else await all_run_ids(world)
-    queued = await _queued(world)
+    queued = await queued_runs(world)
     suspects: list[Finding] = []
     for run_id in ids:
         suspects.extend(await _check_run(world, run_id, queued))
@@ -247,7 +202,7 @@ async def diagnose(world: World, run_ids: list[str] | None = None) -> list[Findi
     if not suspects:
         return []
     await asyncio.sleep(RECHECK_SECONDS)
-    queued = await _queued(world)
+    queued = await queued_runs(world)
     again: list[Finding] = []
     for run_id in sorted({f.run_id for f in suspects if f.check != "lease"}):
         again.extend(await _check_run(world, run_id, queued))

@@ -46,7 +46,8 @@ async def run_child(instance: WorkflowInstance, workflow: WorkflowFunction, args
     from .workflow_context import create_hook
 
     position = instance._next_cid("child")
-    token = f"{CHILD_TOKEN_PREFIX}{instance.run_id}_{position}"
+    # Derived from the run's secret seed: nobody who only knows the run id can fake a child's result.
+    token = CHILD_TOKEN_PREFIX + instance.secret_token(position)
     hook = create_hook(token=token, metadata={"child_workflow": workflow.name})
     child_id = await start_child(workflow.name, list(args), dict(kwargs), instance.run_id, token)
     outcome = await hook

@@ -298,7 +298,7 @@ class WorkflowInstance:
     def create_hook(self, token: str | None, metadata: Any) -> Hook:
         cid = self._next_cid("hook")
         if token is None:
-            token = "hk_" + hashlib.blake2b(cid.encode(), key=self._seed[:64], digest_size=20).hexdigest()
+            token = "hk_" + self.secret_token(cid)
         elif not isinstance(token, str) or not token or len(token) > 512:
             raise ValueError("a hook token must be a non-empty string of at most 512 characters")
         data = {"token": token, "metadata": serialize(metadata, where="the hook's metadata")}
@@ -306,6 +306,10 @@ class WorkflowInstance:
         self.hooks[cid] = hook
         self._pending[cid] = Command("hook", cid, token, data, _user_location())
         return hook
+
+    def secret_token(self, label: str) -> str:
+        """160 bits derived from the run's secret seed and `label`: the same on every replay, unguessable."""
+        return hashlib.blake2b(label.encode(), key=self._seed[:64], digest_size=20).hexdigest()
 
     def patched(self, patch_id: str) -> bool:
         """Temporal's patching: True on code that reaches this point new, False when replaying

@@ -17,6 +17,7 @@ import collections
 import contextlib
 import logging
 import os
+import random
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -43,6 +44,8 @@ E = EventType
 LEASE_SECONDS = 60.0
 HEARTBEAT_SECONDS = 15.0
 CACHE_SIZE = 5000
+#: How often (on average) a worker looks for active runs that nothing drives.
+SWEEP_SECONDS = 60.0
 #: While inline steps run, events others write are looked for after this long at the latest.
 QUICK_STEP_SECONDS = 0.02
 
@@ -137,6 +140,7 @@ class Worker:
     async def run(self) -> None:
         """Take and process messages until `stop()`; then finish in-flight work and return."""
         heartbeat = asyncio.create_task(self._heartbeat())
+        sweeper = asyncio.create_task(self._sweep_now_and_then())
         generation = await self.world.drain_generation()
         try:
             presence = await self.world.announce_worker({"kind": "worker", "concurrency": self.concurrency})
@@ -177,9 +181,10 @@ class Worker:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            for background in (heartbeat, sweeper):
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
             self.executor.shutdown()
             with contextlib.suppress(WorldError, OSError):
                 await self.world.retire_worker(presence)
@@ -189,6 +194,20 @@ class Worker:
         self._stopping.set()
         if self._take is not None and not self._take.done():
             self._take.cancel()
+
+    async def _sweep_now_and_then(self) -> None:
+        """Every minute or so, wake active runs that nothing drives (a wake-up lost to a crash)."""
+        from .liveness import sweep
+
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS * (0.75 + 0.5 * random.random()))
+            try:
+                woken = await sweep(self.world)
+            except (WorldError, OSError) as exc:
+                log.warning("sweep for stuck runs failed: %s", exc)
+                continue
+            if woken:
+                log.warning("woke %d run(s) nothing was driving: %s", len(woken), ", ".join(woken[:10]))
 
     async def _heartbeat(self) -> None:
         while True:

@@ -123,8 +123,12 @@ def create_file_exclusive(path: Path, data: bytes, *, fsync: bool) -> bool:
         os.write(fd, data)
         if fsync:
             datasync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
     try:
         os.link(tmp, path)
     except FileExistsError:

@@ -142,7 +142,8 @@ async def _dev(world: World, roots: list[Path], loaded: dict[Path, ModuleType], 
             with Live(await _render(world), console=console, refresh_per_second=2) as view:
                 while not stop.is_set():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 0.5)
+                        async with asyncio.timeout(0.5):
+                            await stop.wait()
                     view.update(await _render(world))
         else:
             await stop.wait()

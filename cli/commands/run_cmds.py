@@ -232,10 +232,13 @@ async def _serve(world: World, concurrency: int, *, on_ready: Any = None) -> Non
     try:
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
         if not task.done():
             err_console.print("draining: finishing in-flight work...", markup=False)
             w.stop()
+        try:
             await task
-        stopper.cancel()
+        except Exception as exc:  # noqa: BLE001 - the worker died: say so in one line, exit non-zero
+            fail(f"the worker stopped: {type(exc).__name__}: {exc}", EXIT_CHECK_FAILED)
     finally:
         await world.close()

@@ -159,3 +159,17 @@ async def test_cached_and_replayed_drives_agree(world, start_worker):
                        if e.event_type not in (EventType.STEP_STARTED,)])
         w.stop()
     assert shapes[0] == shapes[1]
+
+
+async def test_a_run_whose_wake_up_was_lost_is_found_by_the_sweep(world):
+    """A crash between recording a hook payload's run being created and enqueueing it leaves
+    an active run that nothing drives: the sweep finds it and enqueues it, once."""
+    from wf.runtime.liveness import sweep
+    from wf.runtime.world import WORKFLOW_QUEUE
+
+    run = await wf.start_async(divergent_v1, "lost-wakeup")
+    for message in await world.queue.list():  # the wake-up is lost
+        await world.queue.delete(message.message_id)
+    assert await sweep(world) == [run.id]
+    assert [m.payload["run_id"] for m in await world.queue.list(WORKFLOW_QUEUE)] == [run.id]
+    assert await sweep(world) == []  # now something drives it
