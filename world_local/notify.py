@@ -168,6 +168,18 @@ class _Poller:
                 os.close(fd)
 
 
+def _owner_alive(fifo_name: str) -> bool:
+    """Whether the process named by a FIFO (`<pid>-<id>.<n>.fifo`) still runs."""
+    try:
+        pid = int(fifo_name.split("-", 1)[0])
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, PermissionError):
+        return True
+    return True
+
+
 class Notifier:
     """Wake-ups for waiters in this and other processes sharing one data directory."""
 
@@ -257,7 +269,8 @@ class Notifier:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
             except OSError as exc:
-                if exc.errno == errno.ENXIO:  # nobody reads it: its process is gone
+                # Nobody reads it: its process is gone (or has not opened it yet: keep it then).
+                if exc.errno == errno.ENXIO and not _owner_alive(name):
                     with contextlib.suppress(OSError):
                         os.unlink(path)
                 continue
