@@ -569,19 +569,18 @@ class RunStore:
                     entity = entities[kind].get(entity_id)
                     if entity is not None:
                         data = entity_bytes(entity, view.created_seq.get((kind, entity_id)))
-                        path = f"{handle.run_dir}/{kind}/{entity_id}.json"
-                        if sync:
-                            self.view_writer.write_now(path, data, fsync=True)
-                        else:  # off the commit path: creating a file costs ~0.1-0.4 ms here
-                            self.view_writer.write_later(path, data)
+                        # Off the commit path (creating a file costs 0.1-0.4 ms here), and never
+                        # synced: readers use the log's fold, these files only mirror it.
+                        self.view_writer.write_later(f"{handle.run_dir}/{kind}/{entity_id}.json", data)
+            # run.json serves listings by status: a run's final one is made durable before its
+            # status marker moves, so a marker that survives a power loss never outruns it.
             write_view(f"{handle.run_dir}/run.json", entity_bytes(run), fsync=sync)
             if sync:
-                for kind, ids in changes.entities.items():
-                    if ids:
-                        fsync_dir(handle.run_dir / kind)
                 fsync_dir(handle.run_dir)
         if status_before != run.status:
-            self.index.move(handle.run_id, status_before, run.status, fsync=sync)
+            # Not synced: a marker left behind by a power loss still says pending/running, and
+            # start() then re-folds the run from its log and moves it.
+            self.index.move(handle.run_id, status_before, run.status, fsync=False)
         for token, hook_id in changes.released:
             self.tokens.release(token, handle.run_id, hook_id)
 

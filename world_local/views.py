@@ -311,13 +311,6 @@ class ViewWriter:
             if was_empty:
                 self._cond.notify()
 
-    def write_now(self, path: str, data: bytes, *, fsync: bool) -> None:
-        """Write at once (a run's final, durable views), superseding a pending write of `path`."""
-        with self._write_lock:
-            with self._cond:
-                self._pending.pop(path, None)
-            write_view(path, data, fsync=fsync)
-
     def flush(self) -> None:
         """Write everything pending, in this thread."""
         while True:
