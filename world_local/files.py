@@ -69,21 +69,19 @@ def _exchange(a: bytes, b: bytes) -> bool:
     raise OSError(err, os.strerror(err), os.fsdecode(b))
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool, sync_dir: bool = True) -> None:
-    """Atomically give `path` the content `data` (creating its folder if needed).
-
-    With `fsync`, the content is durable on return, and so is the directory entry
-    unless `sync_dir=False` (the caller then syncs the folder once for several files).
-    """
-    target = os.fsencode(path)
-    tmp = b"%s/.%s.%d.%d.tmp" % (os.fsencode(path.parent), os.fsencode(path.name), os.getpid(), next(_tmp_ids))
+def write_new_file(path: str | bytes, data: bytes, *, fsync: bool, fault_op: str, mkdir: Path | None = None) -> None:
+    """Create `path` (which must not exist: FileExistsError) holding `data`; removed again if
+    the write fails. With `fsync` its content is durable on return (not its directory entry).
+    `mkdir`: the folder to create if it is missing."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        if mkdir is None:
+            raise
+        mkdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
-        faults.check("atomic", path, fd, data)
+        faults.check(fault_op, path, fd, data)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
@@ -92,9 +90,20 @@ def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool, sync_dir: bool =
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(path)
         raise
     os.close(fd)
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool, sync_dir: bool = True) -> None:
+    """Atomically give `path` the content `data` (creating its folder if needed).
+
+    With `fsync`, the content is durable on return, and so is the directory entry
+    unless `sync_dir=False` (the caller then syncs the folder once for several files).
+    """
+    target = os.fsencode(path)
+    tmp = b"%s/.%s.%d.%d.tmp" % (os.fsencode(path.parent), os.fsencode(path.name), os.getpid(), next(_tmp_ids))
+    write_new_file(tmp, data, fsync=fsync, fault_op="atomic", mkdir=path.parent)
     try:
         if _exchange(tmp, target):
             os.unlink(tmp)  # it now holds the old content

@@ -32,7 +32,7 @@ from ..runtime.errors import CorruptDataError
 from ..runtime.ids import new_ulid
 from . import faults
 from .file_reaper import FileReaper
-from .files import fsync_dir, write_bytes_atomic
+from .files import fsync_dir, write_bytes_atomic, write_new_file
 from .queue_index import Lease, MessageRecord
 
 logger = logging.getLogger("wf.world_local")
@@ -77,20 +77,7 @@ def load_json(path: str) -> Any:
 
 def create_file(path: str, data: bytes, *, durable: bool) -> None:
     """Create a file that must not exist yet (FileExistsError otherwise); fsync it if `durable`."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        faults.check("queue", path, fd, data)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if durable:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise
-    os.close(fd)
+    write_new_file(path, data, fsync=durable, fault_op="queue")
 
 
 def unlink(path: str) -> None:
