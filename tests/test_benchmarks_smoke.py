@@ -45,3 +45,16 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_world_benchmark_prints_and_writes_every_measure(tmp_path: Path) -> None:
+    out = tmp_path / "world.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), WF_BENCH_TMP=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.world", "--n", "6", "--json", str(out)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.read_text())["results"]
+    assert {"bare append+fdatasync", "events.create, fsync on", "enqueue→take across processes"} <= results.keys()
+    for figures in results.values():
+        assert 0 < figures["p50_us"] <= figures["p99_us"]
+    assert "events.create, fsync on" in proc.stdout
