@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import typer
 from rich.live import Live
@@ -102,7 +103,7 @@ async def _watch(reloader: Reloader, stop: asyncio.Event) -> None:
 
 async def _render(world: World) -> Table:
     table = Table(title="wf dev — recent runs", expand=False)
-    for col in ("run", "workflow", "status", "steps", "age"):
+    for col in ("run", "workflow", "status", "steps", "waiting on", "age"):
         table.add_column(col)
     page = await world.runs.list(limit=12, resolve_data=False)
     now = time.time()
@@ -111,8 +112,24 @@ async def _render(world: World) -> Table:
         done = sum(1 for s in steps if s.status in ("completed", "failed"))
         age = now - run.created_at.timestamp() if run.created_at else 0.0
         table.add_row(run.run_id, run.workflow_name, f"[{STATUS_STYLE.get(run.status, '')}]{run.status}[/]",
-                      f"{done}/{len(steps)}", f"{age:,.0f}s")
+                      f"{done}/{len(steps)}", await _waiting_on(world, run, steps), f"{age:,.0f}s")
     return table
+
+
+async def _waiting_on(world: World, run: Any, steps: list[Any]) -> str:
+    """What an active run waits for: running steps, a timer, or a hook's token."""
+    if run.status.terminal:
+        return ""
+    running = [s.step_name.rsplit(".", 1)[-1] for s in steps if s.status == "running"]
+    if running:
+        return "step " + ", ".join(running[:2])
+    waits = [w for w in (await world.waits.list(run_id=run.run_id)).data if w.status == "waiting"]
+    if waits:
+        return f"sleep until {min(w.resume_at for w in waits):%H:%M:%S}"
+    hooks = [h for h in (await world.hooks.list(run_id=run.run_id)).data if h.status == "active"]
+    if hooks:
+        return "hook " + hooks[0].token[:24]
+    return ""
 
 
 async def _dev(world: World, roots: list[Path], loaded: dict[Path, ModuleType], host: str, port: int,
