@@ -7,8 +7,6 @@ import re
 import threading
 import time
 
-from ulid import ULID
-
 from .errors import InvalidIdError
 
 _lock = threading.Lock()
@@ -42,11 +40,6 @@ def _encode(value: int) -> str:
     """A 128-bit integer as the 26 Crockford base32 characters of a ULID."""
     pairs = _PAIRS
     return "".join([pairs[(value >> shift) & 1023] for shift in range(120, -10, -10)])
-
-
-def ulid_time(ulid: str) -> float:
-    """The creation time (epoch seconds) encoded in a ULID string."""
-    return ULID.from_str(ulid).timestamp
 
 
 def new_run_id() -> str:

@@ -151,11 +151,6 @@ def create_file_exclusive(path: Path, data: bytes, *, fsync: bool) -> bool:
     return True
 
 
-def create_json_exclusive(path: Path, value: Any, *, fsync: bool) -> bool:
-    """Create `path` holding `value` as JSON only if it does not exist; False if it already did."""
-    return create_file_exclusive(path, dumps(value), fsync=fsync)
-
-
 def read_json(path: Path) -> Any:
     """Read a JSON file. FileNotFoundError if absent; CorruptDataError naming the file if unreadable."""
     try:

@@ -202,9 +202,6 @@ class RunStore:
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / validate_id(run_id, "run id")
 
-    def entity_path(self, run_id: str, kind: str, entity_id: str) -> Path:
-        return self.run_dir(run_id) / kind / (validate_id(entity_id, _ID_WHAT[kind]) + ".json")
-
     # --- handles and locks ---
 
     def _acquire_handle(self, run_id: str, *, create: bool) -> _RunHandle | None:

@@ -177,29 +177,6 @@ def read_entity(path: Path, cls: type[E]) -> tuple[E, int]:
         raise CorruptDataError(f"{path} does not hold a valid {cls.__name__.lower()} ({exc})", str(path)) from exc
 
 
-def read_entities(folder: Path, cls: type[E]) -> list[tuple[int, E]]:
-    """Every entity file of a folder with its created_seq, in creation order; corrupt ones
-    are skipped (and logged).
-
-    FileNotFoundError if the folder does not exist.
-    """
-    found: list[tuple[int, str, E]] = []
-    for name in os.listdir(folder):
-        if name.startswith(".") or not name.endswith(".json"):
-            continue
-        path = folder / name
-        try:
-            entity, seq = read_entity(path, cls)
-        except FileNotFoundError:
-            continue
-        except CorruptDataError as exc:
-            log.warning("skipping corrupt %s file: %s", cls.__name__.lower(), exc)
-            continue
-        found.append((seq, name, entity))
-    found.sort(key=lambda item: (item[0], item[1]))
-    return [(seq, entity) for seq, _, entity in found]
-
-
 class StatusIndex:
     """`index/status/<status>/<run_id>` markers: the runs of a status without scanning all runs.
 

@@ -58,7 +58,6 @@ class Reloader:
     def __init__(self, roots: list[Path], loaded: dict[Path, ModuleType]) -> None:
         self.roots = roots
         self.loaded = loaded
-        self.reloads = 0
 
     def apply(self, changed: set[Path]) -> list[str]:
         messages = []
@@ -77,7 +76,6 @@ class Reloader:
                 else:
                     self.loaded[path] = _reimport(module)
                     messages.append(f"reloaded {module.__name__}")
-                self.reloads += 1
             except LoadError as exc:
                 messages.append(f"reload failed, keeping the old code: {exc}")
         return messages
