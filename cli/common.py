@@ -95,7 +95,11 @@ def open_world(data_dir: Path | None, *, create: bool = True) -> World:
     from ..runtime.config import configure, get_world
 
     path = Path(data_dir) if data_dir is not None else Path(os.environ.get("WF_DATA_DIR", ".wf"))
-    if not create and not path.exists():
+    from ..world_local.data_dir import MARKER
+
+    if not create and not (path / MARKER).exists():
+        if path.is_dir() and any(path.iterdir()):
+            fail(f"{path} is not a wf data directory (set --data-dir or WF_DATA_DIR)")
         fail(f"no wf data directory at {path} (nothing has run here yet; set --data-dir or WF_DATA_DIR)")
     if path.exists() and not path.is_dir():
         fail(f"data directory {path} is not a directory")
