@@ -247,17 +247,22 @@ class Worker:
         """Drive the run; return None to ack the message, or a delay to retry it later."""
         run_id = str(message.payload.get("run_id", ""))
         try:
-            run = await self._begin(run_id, message)
-            if run is None:
-                return None
+            cached = self._cache.get(run_id)
+            if cached is not None:  # running when we left it: its new events say if it ended since
+                name = cached.workflow_name
+            else:
+                run = await self._begin(run_id, message)
+                if run is None:
+                    return None
+                name = run.workflow_name
             try:
-                workflow = self.registry.workflow(run.workflow_name)
+                workflow = self.registry.workflow(name)
             except WorkflowNotFoundError as exc:
-                if run.workflow_name not in self._missing_logged:
-                    self._missing_logged.add(run.workflow_name)
+                if name not in self._missing_logged:
+                    self._missing_logged.add(name)
                     log.error("cannot drive run %s: %s", run_id, exc)
                 return 5.0
-            await self._drive(run, workflow)
+            await self._drive(run_id, workflow)
         except RunExpiredError:
             self._evict(run_id)  # the run ended under us (cancelled, or completed elsewhere)
         return None
@@ -306,8 +311,7 @@ class Worker:
         self.stats["replays"] += 1
         return instance
 
-    async def _drive(self, run: Run, workflow: WorkflowFunction) -> None:
-        run_id = run.run_id
+    async def _drive(self, run_id: str, workflow: WorkflowFunction) -> None:
         instance = self._cache.pop(run_id, None)
         fresh = instance is None or instance.workflow is not workflow or self.always_replay
         try:

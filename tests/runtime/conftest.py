@@ -7,13 +7,14 @@ step of progress replays the workflow from the top of its log.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 import wf
 from wf.runtime.config import started_world
+from wf.runtime.errors import NotFoundError
 from wf.runtime.worker import Worker
 from wf.world_local.world import LocalWorld
 
@@ -47,3 +48,21 @@ async def start_worker(world: LocalWorld) -> AsyncIterator[Callable[..., Worker]
 @pytest.fixture
 async def worker(start_worker: Callable[..., Worker]) -> Worker:
     return start_worker()
+
+
+@pytest.fixture
+def hook_ready(world: LocalWorld) -> Callable[[str], Awaitable[None]]:
+    """`await hook_ready(token)`: wait until a live hook holds `token` (the run reached create_hook)."""
+
+    async def wait(token: str, timeout: float = 5.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                await world.hooks.get_by_token(token)
+                return
+            except NotFoundError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(f"no live hook holds {token!r} after {timeout} s") from None
+                await asyncio.sleep(0.01)
+
+    return wait

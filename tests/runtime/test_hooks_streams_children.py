@@ -8,20 +8,6 @@ import pytest
 
 import wf
 from wf.runtime.entities import EventType
-from wf.runtime.errors import NotFoundError
-
-
-async def wait_for_hook(world, token: str, timeout: float = 5.0) -> None:
-    """Wait until a live hook holds `token` (the workflow has reached create_hook)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            await world.hooks.get_by_token(token)
-            return
-        except NotFoundError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.01)
 
 
 @wf.workflow
@@ -46,9 +32,9 @@ async def generated_token() -> str:
     return hook.token
 
 
-async def test_hook_receives_three_payloads_in_order_with_metadata(world, worker):
+async def test_hook_receives_three_payloads_in_order_with_metadata(world, worker, hook_ready):
     run = await wf.start_async(three_payloads, "order:1")
-    await wait_for_hook(world, "order:1")
+    await hook_ready("order:1")
     hook = await world.hooks.get_by_token("order:1")
     assert hook.metadata == {"purpose": "test"}
     for i in range(3):
@@ -62,9 +48,9 @@ async def test_resume_of_an_unknown_token_raises_hook_not_found(world):
         await wf.resume_hook_async("nobody-holds-this", 1)
 
 
-async def test_token_held_by_a_live_run_conflicts_and_is_freed_when_it_ends(world, worker):
+async def test_token_held_by_a_live_run_conflicts_and_is_freed_when_it_ends(world, worker, hook_ready):
     first = await wf.start_async(hold_token, "shared")
-    await wait_for_hook(world, "shared")
+    await hook_ready("shared")
     second = await wf.start_async(hold_token, "shared")
     with pytest.raises(wf.WorkflowRunFailedError) as err:
         await second.result_async(timeout=10)
@@ -73,7 +59,7 @@ async def test_token_held_by_a_live_run_conflicts_and_is_freed_when_it_ends(worl
     assert await first.result_async(timeout=10) == "done"
     # The first run ended: its token is free for a new run.
     third = await wf.start_async(hold_token, "shared")
-    await wait_for_hook(world, "shared")
+    await hook_ready("shared")
     await wf.resume_hook_async("shared", "again")
     assert await third.result_async(timeout=10) == "again"
 

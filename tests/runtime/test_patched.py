@@ -6,7 +6,6 @@ import asyncio
 
 import wf
 from wf.runtime.entities import EventType
-from wf.runtime.errors import NotFoundError
 
 CALLS: list[str] = []
 
@@ -38,25 +37,15 @@ async def flow_v2(token: str) -> int:
     return await old_step(value)
 
 
-async def _hook_ready(world, token: str) -> None:
-    for _ in range(500):
-        try:
-            await world.hooks.get_by_token(token)
-            return
-        except NotFoundError:
-            await asyncio.sleep(0.01)
-    raise AssertionError("hook never appeared")
-
-
-async def test_patched_is_false_for_history_and_true_for_new_runs(world, worker):
+async def test_patched_is_false_for_history_and_true_for_new_runs(world, worker, hook_ready):
     CALLS.clear()
     old_run = await wf.start_async(flow_v1, "patch-old")
-    await _hook_ready(world, "patch-old")
+    await hook_ready("patch-old")
     await asyncio.sleep(0.05)  # the old run is suspended on old code, past the patch point's trigger
     patched = wf.workflow(name="tests.patched_flow")(flow_v2)  # deploy the patched code
     try:
         new_run = await wf.start_async(patched, "patch-new")
-        await _hook_ready(world, "patch-new")
+        await hook_ready("patch-new")
         await wf.resume_hook_async("patch-new", 1)
         assert await new_run.result_async(timeout=10) == 102  # took the new path
         await wf.resume_hook_async("patch-old", 1)
@@ -69,12 +58,12 @@ async def test_patched_is_false_for_history_and_true_for_new_runs(world, worker)
         wf.workflow(name="tests.patched_flow")(flow_v1.fn)
 
 
-async def test_replaying_a_run_recorded_before_the_patch_keeps_the_old_path(world, worker):
+async def test_replaying_a_run_recorded_before_the_patch_keeps_the_old_path(world, worker, hook_ready):
     from wf.runtime.debugger import replay_run
 
     CALLS.clear()
     run = await wf.start_async(flow_v1, "patch-hist")
-    await _hook_ready(world, "patch-hist")
+    await hook_ready("patch-hist")
     await wf.resume_hook_async("patch-hist", 1)
     assert await run.result_async(timeout=10) == 3
     patched = wf.workflow(name="tests.patched_flow")(flow_v2)

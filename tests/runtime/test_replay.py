@@ -10,7 +10,6 @@ import pytest
 
 import wf
 from wf.runtime.entities import Event, EventType
-from wf.runtime.errors import NotFoundError
 from wf.runtime.replay import WorkflowInstance
 from wf.runtime.worker import Worker
 from wf.runtime.world import WORKFLOW_QUEUE, Message
@@ -40,19 +39,9 @@ async def divergent_v2(token: str) -> str:
     return await wf.create_hook(token=token)
 
 
-async def _hook_ready(world, token: str) -> None:
-    for _ in range(500):
-        try:
-            await world.hooks.get_by_token(token)
-            return
-        except NotFoundError:
-            await asyncio.sleep(0.01)
-    raise AssertionError(f"hook {token} never appeared")
-
-
-async def test_changed_code_fails_the_run_with_a_clear_divergence(world, worker):
+async def test_changed_code_fails_the_run_with_a_clear_divergence(world, worker, hook_ready):
     run = await wf.start_async(divergent_v1, "div-1")
-    await _hook_ready(world, "div-1")
+    await hook_ready("div-1")
     before = len(await run.events_async())
     wf.workflow(name="tests.divergent")(divergent_v2)  # a code reload
     try:
@@ -72,10 +61,10 @@ async def test_changed_code_fails_the_run_with_a_clear_divergence(world, worker)
     assert [e.event_type for e in events[before:]] == [EventType.HOOK_RECEIVED, EventType.RUN_FAILED]
 
 
-async def test_replaying_a_finished_log_gives_the_same_outcome_without_running_steps(world, worker):
+async def test_replaying_a_finished_log_gives_the_same_outcome_without_running_steps(world, worker, hook_ready):
     RUNS.clear()
     run = await wf.start_async(divergent_v1, "div-2")
-    await _hook_ready(world, "div-2")
+    await hook_ready("div-2")
     await wf.resume_hook_async("div-2", "payload")
     assert await run.result_async(timeout=10) == "payload"
     assert RUNS["v1"] == 1

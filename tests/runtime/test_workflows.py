@@ -68,20 +68,24 @@ async def test_event_log_tells_the_story(worker):
     assert seqs == list(range(len(seqs)))
 
 
-async def test_completed_steps_are_replayed_not_rerun_after_a_restart(world, start_worker):
-    EXECUTIONS.clear()
-    run = await wf.start_async(add_ten, 0)
-    first = start_worker()
-    assert await run.result_async(timeout=10) == 10
-    assert EXECUTIONS["add"] == 3
-    first.stop()
-    # A new worker (empty cache) replaying the finished run's log must not run a step again.
-    from wf.runtime.worker import enqueue_workflow
+@wf.workflow
+async def add_then_wait(x: int, token: str) -> int:
+    a = await add(x, 1)
+    bonus = await wf.create_hook(token=token)
+    return await add(a, bonus)
 
-    start_worker()
-    await enqueue_workflow(world, run.id)
-    await asyncio.sleep(0.2)
-    assert EXECUTIONS["add"] == 3
+
+async def test_completed_steps_are_replayed_not_rerun_after_a_restart(world, start_worker, hook_ready):
+    EXECUTIONS.clear()
+    run = await wf.start_async(add_then_wait, 1, "restart-bonus")
+    first = start_worker()
+    await hook_ready("restart-bonus")
+    assert EXECUTIONS["add"] == 1
+    first.stop()  # the run is suspended mid-way; this worker (and its cached instance) goes away
+    start_worker()  # a new worker: it must rebuild the run by replaying its log
+    await wf.resume_hook_async("restart-bonus", 40)
+    assert await run.result_async(timeout=10) == 42
+    assert EXECUTIONS["add"] == 2  # the first `add` came from the log, only the second ran
 
 
 # --- concurrency inside a workflow ---
@@ -200,11 +204,18 @@ async def deterministic_values() -> list:
 
 
 async def test_random_uuid_and_now_replay_identically(world, start_worker):
+    from wf.runtime.debugger import replay_run
+
     run = await wf.start_async(deterministic_values)
     start_worker(always_replay=True)  # every step of progress replays from the top
     values = await run.result_async(timeout=10)
     assert len(set(values)) == 5
     assert 0 <= values[0] < 1
+    info, events = await world.runs.get(run.id), await world.events.list(run.id)
+    for _ in range(2):  # fresh replays give back exactly the recorded values
+        report = replay_run(deterministic_values, info, events)
+        assert report.clean, report.summary()
+        assert report.instance is not None and report.instance.outcome.output == info.output
 
 
 # --- values ---
