@@ -1,10 +1,18 @@
 """Cross-process wake-ups on named channels, without busy polling.
 
-A process that waits on a channel owns one FIFO for it under `<data>/notify/<channel>/`;
-`notify(channel)` wakes waiters in this process directly and writes one byte to each
-other process's FIFO. A FIFO whose reader is gone (its process died) is removed by the
-next notifier. Subscribe *before* checking the condition you wait for, so that no
-wake-up can slip between the check and the wait:
+Every Notifier (one per World object) that waits on anything owns one FIFO, its inbox:
+`<notify>/inbox/<pid>-<id>.fifo`, read by one thread. Waiting on a channel leaves an empty
+marker file `<notify>/subs/<channel>@<pid>-<id>`: it holds no descriptor, so a process may
+watch thousands of channels (one per active run) for the cost of a directory entry each,
+and a marker stays behind after its last waiter leaves, so that waiting on the same channel
+again costs nothing.
+
+`notify(channel)` wakes waiters in this process directly; then, for every other process's
+inbox, it checks for that process's marker of the channel and writes the channel's name,
+one line, into the inbox. The inbox thread wakes the channel's waiters. An inbox whose
+process died is removed by the next notifier that finds nobody reading it; markers left by
+dead processes are removed when a Notifier starts. Subscribe *before* checking the
+condition you wait for, so that no wake-up can slip between the check and the wait:
 
     with notifier.subscribe("queue") as sub:
         while not ready():
@@ -17,26 +25,43 @@ import asyncio
 import collections
 import contextlib
 import errno
+import fcntl
 import functools
 import hashlib
-import itertools
+import logging
 import os
 import select
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+log = logging.getLogger("wf.world_local")
+
+#: Channel markers kept after their last waiter left (per Notifier), oldest removed first.
+MAX_IDLE_MARKERS = 4096
+#: A line in an inbox that wakes every waiter of the process (sent when its inbox was full).
+_WAKE_ALL = b"!"
+#: How long a notifier waits for a full inbox to have room before it gives up on it.
+_FULL_INBOX_SECONDS = 2.0
 
 
 @functools.lru_cache(maxsize=4096)
-def _channel_dir_name(channel: str) -> str:
+def _channel_file_name(channel: str) -> str:
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in channel)[:48]
     digest = hashlib.sha256(channel.encode()).hexdigest()[:12]
     return f"{safe}.{digest}"
 
 
-#: Readers kept open after their last subscriber left (per Notifier).
-MAX_IDLE_READERS = 256
+def _pid_alive(prefix: str) -> bool:
+    """Whether the process named by a `<pid>-<id>` prefix still runs."""
+    try:
+        os.kill(int(prefix.split("-", 1)[0]), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, PermissionError):
+        return True
+    return True
 
 
 class Subscription:
@@ -84,27 +109,54 @@ class Subscription:
         return True
 
 
-class _ChannelReader:
-    """This process's FIFO for one channel, dispatching to its local subscriptions."""
+class _Inbox:
+    """This process's FIFO and the thread that reads it, handing each line to `dispatch`."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.subscriptions: set[Subscription] = set()
-        os.mkfifo(path, 0o600)
-        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        # Keep a writer open on our own FIFO so that reads never see EOF when notifiers close.
-        self._keepalive = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    def __init__(self, directory: str, prefix: str, dispatch: Callable[[set[bytes]], None]) -> None:
+        self.path = f"{directory}/{prefix}.fifo"
+        staging = f"{self.path}.new"  # opened before it gets its name: no notifier sees it unread
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging)
+        os.mkfifo(staging, 0o600)
+        self.fd = os.open(staging, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # Our own writer: reads never see EOF, and close() can wake the thread.
+        self._keepalive = os.open(staging, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, 1 << 20)  # room for ~30,000 pending wake-ups
+        os.rename(staging, self.path)
+        self._dispatch = dispatch
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="wf-notify", daemon=True)
+        self._thread.start()
 
-    def drain_and_wake(self) -> None:
-        try:
-            while os.read(self.fd, 4096):
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        rest = b""
+        while not self._stop:
+            try:
+                poller.poll()
+            except OSError:
+                continue
+            chunks = [rest]
+            try:
+                while chunk := os.read(self.fd, 1 << 16):
+                    chunks.append(chunk)
+            except OSError:  # EAGAIN: drained
                 pass
-        except OSError:
-            pass
-        for sub in list(self.subscriptions):
-            sub._wake()
+            lines = b"".join(chunks).split(b"\n")
+            rest = lines.pop()
+            if lines and not self._stop:
+                try:
+                    self._dispatch(set(lines))
+                except Exception:  # never let a waiter's failure stop the wake-ups of the others
+                    log.exception("notification dispatch failed")
 
     def close(self) -> None:
+        self._stop = True
+        with contextlib.suppress(OSError):
+            os.write(self._keepalive, b"\n")
+        self._thread.join(timeout=2.0)
         with contextlib.suppress(OSError):
             os.unlink(self.path)
         for fd in (self.fd, self._keepalive):
@@ -112,112 +164,41 @@ class _ChannelReader:
                 os.close(fd)
 
 
-class _Poller:
-    """One thread per Notifier that waits on all of its FIFOs (independent of event loops)."""
-
-    def __init__(self) -> None:
-        self._poll = select.poll()
-        self._readers: dict[int, _ChannelReader] = {}
-        self._lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        self._poll.register(self._wake_r, select.POLLIN)
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="wf-notify", daemon=True)
-        self._thread.start()
-
-    def add(self, reader: _ChannelReader) -> None:
-        with self._lock:
-            self._readers[reader.fd] = reader
-            self._poll.register(reader.fd, select.POLLIN)
-        self._kick()  # a poll() in progress only sees the fds it started with
-
-    def remove(self, reader: _ChannelReader) -> None:
-        with self._lock:
-            self._readers.pop(reader.fd, None)
-            with contextlib.suppress(KeyError, ValueError):
-                self._poll.unregister(reader.fd)
-        self._kick()
-
-    def _kick(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
-
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                ready = self._poll.poll(1000)
-            except OSError:
-                continue
-            for fd, _ in ready:
-                if fd == self._wake_r:
-                    with contextlib.suppress(OSError):
-                        os.read(self._wake_r, 4096)
-                    continue
-                with self._lock:
-                    reader = self._readers.get(fd)
-                if reader is not None:
-                    reader.drain_and_wake()
-
-    def close(self) -> None:
-        self._stop = True
-        self._kick()
-        self._thread.join(timeout=2.0)
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-def _owner_alive(fifo_name: str) -> bool:
-    """Whether the process named by a FIFO (`<pid>-<id>.<n>.fifo`) still runs."""
-    try:
-        pid = int(fifo_name.split("-", 1)[0])
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (ValueError, PermissionError):
-        return True
-    return True
-
-
 class Notifier:
     """Wake-ups for waiters in this and other processes sharing one data directory."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._inbox_dir = f"{self.root}/inbox"
+        self._subs_dir = f"{self.root}/subs"
+        self._prefix = f"{os.getpid()}-{id(self):x}"
         self._lock = threading.Lock()
         self._local: dict[str, set[Subscription]] = {}
-        self._readers: dict[str, _ChannelReader] = {}
-        self._prefix = f"{os.getpid()}-{id(self):x}"
-        self._poller: _Poller | None = None
-        self._counter = itertools.count()
-        # Readers with no subscriber left stay open a while: subscribing again is then free.
-        self._idle: collections.OrderedDict[str, _ChannelReader] = collections.OrderedDict()
-        self._listing: dict[str, tuple[int, list[str]]] = {}
+        self._inbox: _Inbox | None = None
+        #: channel file name -> channel, for every marker of ours (least recently used first).
+        self._marked: collections.OrderedDict[str, str] = collections.OrderedDict()
+        #: (inbox folder mtime, prefixes of the other processes' inboxes), for notify().
+        self._peers: tuple[int, list[str]] | None = None
+        self._send_lock = threading.Lock()
+        self._peer_fds: dict[str, int] = {}
 
-    def _dir(self, channel: str) -> Path:
-        return self.root / _channel_dir_name(channel)
+    # --- waiting ---
 
     @contextlib.contextmanager
     def subscribe(self, channel: str) -> Iterator[Subscription]:
         """Register a waiter on `channel` for the duration of the `with` block."""
         sub = Subscription(self, channel)
+        name = _channel_file_name(channel)
         with self._lock:
+            if name in self._marked:
+                self._marked.move_to_end(name)
+            else:
+                if self._inbox is None:
+                    self._open_inbox()
+                os.close(os.open(self._marker(name, self._prefix), os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+                self._marked[name] = channel
+                self._forget_idle_markers()
             self._local.setdefault(channel, set()).add(sub)
-            reader = self._readers.get(channel)
-            if reader is None:
-                reader = self._idle.pop(channel, None)
-                if reader is not None:
-                    self._readers[channel] = reader
-            if reader is None:
-                directory = self._dir(channel)
-                directory.mkdir(parents=True, exist_ok=True)
-                reader = _ChannelReader(directory / f"{self._prefix}.{next(self._counter)}.fifo")
-                self._readers[channel] = reader
-                if self._poller is None:
-                    self._poller = _Poller()
-                self._poller.add(reader)
-            reader.subscriptions.add(sub)
         try:
             yield sub
         finally:
@@ -227,17 +208,67 @@ class Notifier:
                     subs.discard(sub)
                     if not subs:
                         del self._local[channel]
-                reader = self._readers.get(channel)
-                if reader is not None:
-                    reader.subscriptions.discard(sub)
-                    if not reader.subscriptions:
-                        del self._readers[channel]
-                        self._idle[channel] = reader
-                        if len(self._idle) > MAX_IDLE_READERS:
-                            _, old = self._idle.popitem(last=False)
-                            if self._poller is not None:
-                                self._poller.remove(old)
-                            old.close()
+
+    def _marker(self, name: str, prefix: str) -> str:
+        return f"{self._subs_dir}/{name}@{prefix}"
+
+    def _open_inbox(self) -> None:
+        # Called with the lock held, on the first subscription.
+        os.makedirs(self._inbox_dir, exist_ok=True)
+        os.makedirs(self._subs_dir, exist_ok=True)
+        self._remove_dead_peers_files()
+        self._inbox = _Inbox(self._inbox_dir, self._prefix, self._dispatch)
+
+    def _forget_idle_markers(self) -> None:
+        # Called with the lock held: drop the oldest markers nobody here waits on any more.
+        excess = len(self._marked) - MAX_IDLE_MARKERS
+        if excess <= 0:
+            return
+        for name, channel in list(self._marked.items()):
+            if excess <= 0:
+                break
+            if channel in self._local:
+                continue
+            del self._marked[name]
+            excess -= 1
+            with contextlib.suppress(OSError):
+                os.unlink(self._marker(name, self._prefix))
+
+    def _remove_dead_peers_files(self) -> None:
+        """Remove inboxes and markers of processes that are gone (they died without closing)."""
+        verdicts: dict[str, bool] = {}
+
+        def dead(prefix: str) -> bool:
+            if prefix not in verdicts:
+                verdicts[prefix] = not _pid_alive(prefix)
+            return verdicts[prefix]
+
+        for directory, split in ((self._inbox_dir, lambda n: n.split(".", 1)[0]),
+                                 (self._subs_dir, lambda n: n.rpartition("@")[2])):
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                continue
+            for name in names:
+                if dead(split(name)):
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"{directory}/{name}")
+
+    def _dispatch(self, names: set[bytes]) -> None:
+        # In the inbox thread: wake the waiters of every channel named.
+        with self._lock:
+            if _WAKE_ALL in names:
+                subs = [sub for group in self._local.values() for sub in group]
+            else:
+                subs = []
+                for raw in names:
+                    channel = self._marked.get(raw.decode("ascii", "replace"))
+                    if channel is not None:
+                        subs.extend(self._local.get(channel, ()))
+        for sub in subs:
+            sub._wake()
+
+    # --- waking ---
 
     def notify(self, channel: str) -> None:
         """Wake every waiter of `channel`, here and in other processes. Never raises."""
@@ -245,51 +276,89 @@ class Notifier:
             local = list(self._local.get(channel, ()))
         for sub in local:
             sub._wake()
-        directory = self._dir(channel)
-        try:
-            mtime = os.stat(directory).st_mtime_ns
-        except OSError:
+        peers = self._peer_prefixes()
+        if not peers:
             return
-        cached = self._listing.get(channel)
-        # A directory time is coarse on some kernels: trust the cache only for a settled listing.
-        if cached is not None and cached[0] == mtime and time.time_ns() - mtime > 100_000_000:
-            names = cached[1]
-        else:
+        name = _channel_file_name(channel)
+        line = f"{name}\n".encode()
+        for prefix in peers:
             try:
-                names = os.listdir(directory)
+                os.stat(self._marker(name, prefix))
+            except OSError:
+                continue  # that process does not watch this channel
+            self._send(prefix, line)
+
+    def _peer_prefixes(self) -> list[str]:
+        """The other processes with an inbox (the listing is cached while the folder is unchanged)."""
+        try:
+            mtime = os.stat(self._inbox_dir).st_mtime_ns
+        except OSError:
+            return []
+        cached = self._peers
+        # A directory's time is coarse on some kernels: trust the cache only for a settled listing.
+        if cached is not None and cached[0] == mtime and time.time_ns() - mtime > 100_000_000:
+            return cached[1]
+        try:
+            names = os.listdir(self._inbox_dir)
+        except OSError:
+            return []
+        prefixes = [n[: -len(".fifo")] for n in names if n.endswith(".fifo")]
+        peers = [p for p in prefixes if p != self._prefix]
+        self._peers = (mtime, peers)
+        return peers
+
+    def _send(self, prefix: str, line: bytes) -> None:
+        with self._send_lock:
+            fd = self._peer_fds.get(prefix)
+            if fd is None:
+                path = f"{self._inbox_dir}/{prefix}.fifo"
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                except OSError as exc:
+                    if exc.errno == errno.ENXIO and not _pid_alive(prefix):  # nobody reads it: its process is gone
+                        with contextlib.suppress(OSError):
+                            os.unlink(path)
+                    return
+                self._peer_fds[prefix] = fd
+            try:
+                os.write(fd, line)
+            except BlockingIOError:
+                self._send_when_room(fd)
+            except OSError:  # EPIPE: its reader is gone; look again next time
+                del self._peer_fds[prefix]
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    @staticmethod
+    def _send_when_room(fd: int) -> None:
+        # The inbox is full (its process is busy): it will wake all its waiters once it drains.
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        deadline = time.monotonic() + _FULL_INBOX_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                os.write(fd, _WAKE_ALL + b"\n")
+                return
+            except BlockingIOError:
+                poller.poll(10)
             except OSError:
                 return
-            if len(self._listing) > 4096:
-                self._listing.clear()
-            self._listing[channel] = (mtime, names)
-        for name in names:
-            if not name.endswith(".fifo") or name.startswith(self._prefix + "."):
-                continue
-            path = directory / name
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as exc:
-                # Nobody reads it: its process is gone (or has not opened it yet: keep it then).
-                if exc.errno == errno.ENXIO and not _owner_alive(name):
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
-                continue
-            try:
-                os.write(fd, b"x")
-            except OSError:
-                pass  # EAGAIN: a wake-up is already pending there
-            finally:
-                os.close(fd)
+        log.warning("a notification inbox stayed full for %.0f s: its process seems stuck", _FULL_INBOX_SECONDS)
 
     def close(self) -> None:
-        """Remove this process's FIFOs."""
+        """Stop reading the inbox and remove this process's files."""
         with self._lock:
-            readers = list(self._readers.values()) + list(self._idle.values())
-            self._readers.clear()
-            self._idle.clear()
+            inbox, self._inbox = self._inbox, None
+            names = list(self._marked)
+            self._marked.clear()
             self._local.clear()
-            poller, self._poller = self._poller, None
-        if poller is not None:
-            poller.close()
-        for reader in readers:
-            reader.close()
+        if inbox is not None:
+            inbox.close()
+        for name in names:
+            with contextlib.suppress(OSError):
+                os.unlink(self._marker(name, self._prefix))
+        with self._send_lock:
+            for fd in self._peer_fds.values():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._peer_fds.clear()

@@ -67,14 +67,18 @@ from . import faults
 from .event_log import committed_lines, encode_event, join_lines, parse_line, read_fd
 from .files import datasync, fsync_dir
 from .notify import Notifier
+from .syncer import Syncer
 from .tokens import TokenIndex
-from .views import StatusIndex, ViewWriter, entity_bytes, read_view, write_view
+from .views import StatusIndex, ViewWriter, entity_bytes, read_run_view, read_view, run_view_bytes, write_view
 
 log = logging.getLogger("wf.world_local")
 
 E = EventType
 #: Open run handles (one log descriptor each) kept per World before the least recent is closed.
 MAX_OPEN_RUNS = 256
+#: Folds of runs whose handle was closed, kept per World so that reopening a log reads only
+#: what it grew by (a worker with more runs in flight than open handles would refold each time).
+MAX_KEPT_FOLDS = 8192
 #: How long a writer waits for another run's lock to tell whether a hook token is stale.
 TOKEN_CHECK_TIMEOUT = 2.0
 
@@ -114,6 +118,8 @@ class LogView:
     size: int = 0
     count: int = 0
     last_event_id: str = ""
+    #: The inode of the log folded (a log replaced by another file is folded anew).
+    ino: int = 0
 
 
 class _RunHandle:
@@ -192,10 +198,12 @@ class RunStore:
         self.fsync = fsync
         self._handles: OrderedDict[str, _RunHandle] = OrderedDict()
         self._handles_lock = threading.Lock()
+        self._kept_folds: OrderedDict[str, LogView] = OrderedDict()
         # run_id -> (bytes scanned, spans of the committed lines in them), for readers of the log
         self._lines: OrderedDict[str, tuple[int, list[tuple[int, int]]]] = OrderedDict()
         self._lines_lock = threading.Lock()
         self.view_writer = ViewWriter()
+        self.syncer = Syncer()
 
     # --- paths ---
 
@@ -226,6 +234,7 @@ class RunStore:
                 os.close(fd)
             else:
                 handle = self._handles[run_id] = _RunHandle(run_id, run_dir, fd)
+                handle.view = self._kept_folds.pop(run_id, None)
                 self._evict()
             handle.users += 1
             return handle
@@ -241,6 +250,10 @@ class RunStore:
             if handle.users == 0:
                 del self._handles[run_id]
                 os.close(handle.fd)
+                if handle.view is not None:
+                    self._kept_folds[run_id] = handle.view
+                    if len(self._kept_folds) > MAX_KEPT_FOLDS:
+                        self._kept_folds.popitem(last=False)
 
     def _release_handle(self, handle: _RunHandle) -> None:
         with self._handles_lock:
@@ -290,12 +303,13 @@ class RunStore:
         Reads only what other writers appended since this process last looked, and cuts
         away a torn tail. CorruptDataError naming the file and line for a bad line.
         """
-        size = os.fstat(handle.fd).st_size
+        stat = os.fstat(handle.fd)
+        size = stat.st_size
         view = handle.view
-        if view is not None and size == view.size:
+        if view is not None and size == view.size and view.ino == stat.st_ino:
             return view
-        if view is None or size < view.size:
-            view = LogView()
+        if view is None or size < view.size or view.ino != stat.st_ino:
+            view = LogView(ino=stat.st_ino)
         handle.view = None  # until fully folded
         base = view.size
         data = read_fd(handle.fd, base, size)
@@ -343,27 +357,70 @@ class RunStore:
 
         With `expected_seq`, the first event must land at that position of the log (else 409).
         """
+        return self._commit(run_id, events, skip_conflicts, expected_seq, defer_sync=False)[0]
+
+    async def commit_async(
+        self, run_id: str, events: Sequence[Event], *, skip_conflicts: bool = False, expected_seq: int | None = None
+    ) -> list[EventResult]:
+        """`commit`, letting the event loop go on with other work while the disk syncs.
+
+        When other callbacks are ready to run (or other syncs are under way), a commit that
+        does not change the run's status is written under the run's lock as usual, and its
+        `fdatasync` then runs on a sync thread: the caller learns of the commit, and others
+        are notified, only once it is durable. Syncs of different runs overlap, and the
+        file system joins them into one journal commit (group commit). A lone commit syncs
+        inline, which is faster than a hand-off to a thread.
+        """
+        defer = self.fsync and self.syncer.worth_deferring()
+        results, pending = self._commit(run_id, events, skip_conflicts, expected_seq, defer_sync=defer)
+        if pending is not None:
+            try:
+                await self.syncer.sync(pending.fd)
+            except BaseException:
+                pending.view = None  # refold from the file next time
+                raise
+            finally:
+                self._release_handle(pending)
+            self._notify_committed(run_id, results)
+        return results
+
+    def _commit(
+        self, run_id: str, events: Sequence[Event], skip_conflicts: bool, expected_seq: int | None, *,
+        defer_sync: bool,
+    ) -> tuple[list[EventResult], _RunHandle | None]:
+        # The commit under the run's lock; with a deferred sync, the handle whose fd still needs
+        # fdatasync (held open for the caller, who releases it).
         validate_id(run_id, "run id")
         prepared = [self._prepare(run_id, event) for event in events]
         if not prepared:
-            return []
+            return [], None
         now = utcnow()
         committed = False
+        pending = None
         with self.locked(run_id, create=any(_creates_run(e) for e in prepared)) as handle:
             if handle is None:  # no such run: let the state machine say why
                 plan(RunState(), prepared[0], now)
                 raise NotFoundError(f"run {run_id} not found")
-            results, committed = self._commit_locked(handle, prepared, now, skip_conflicts, expected_seq)
-        if committed:
-            self.notifier.notify(run_channel(run_id))
-            if results and results[-1].run.status.terminal:
-                self.notifier.notify(run_end_channel(run_id))
-        return results
+            results, committed, deferred = self._commit_locked(
+                handle, prepared, now, skip_conflicts, expected_seq, defer_sync=defer_sync)
+            if deferred:
+                with self._handles_lock:
+                    handle.users += 1  # keep its fd open until the sync is done
+                pending = handle
+        if committed and pending is None:
+            self._notify_committed(run_id, results)
+        return results, pending
+
+    def _notify_committed(self, run_id: str, results: list[EventResult]) -> None:
+        self.notifier.notify(run_channel(run_id))
+        if results and results[-1].run.status.terminal:
+            self.notifier.notify(run_end_channel(run_id))
 
     def _commit_locked(
         self, handle: _RunHandle, events: list[Event], now: datetime, skip_conflicts: bool,
-        expected_seq: int | None = None,
-    ) -> tuple[list[EventResult], bool]:
+        expected_seq: int | None = None, *, defer_sync: bool = False,
+    ) -> tuple[list[EventResult], bool, bool]:
+        """(results, whether anything was written, whether its fdatasync is left to the caller)."""
         view = self.refresh(handle)
         if expected_seq is not None and view.count != expected_seq:
             raise EntityConflictError(
@@ -408,13 +465,16 @@ class RunStore:
                 outcomes.append((event, recorded))
             results = self._results(state, outcomes)
             if not lines:
-                return results, False
+                return results, False, False
             run = state.run
             assert run is not None
+            # Only a commit that leaves the run's status as it was may be acknowledged late:
+            # status markers move after their commit is durable.
+            defer_sync = defer_sync and self.fsync and run_before is not None and run.status == status_before
             if run_before is None:
                 self._index_new_run(handle, run.status)
                 status_before = run.status
-            self._append(handle, view, join_lines(lines), changes)
+            self._append(handle, view, join_lines(lines), changes, sync=not defer_sync)
         except BaseException:
             if mutated:
                 handle.view = None  # refold from the file next time
@@ -428,7 +488,7 @@ class RunStore:
             handle.views_dirty = True
             log.warning("run %s: events committed but views not updated (%s); they will be rewritten", handle.run_id,
                         exc)
-        return results, True
+        return results, True, defer_sync
 
     @staticmethod
     def _results(state: RunState, outcomes: list[tuple[Event, list[Event]]]) -> list[EventResult]:
@@ -470,8 +530,9 @@ class RunStore:
             if et == E.HOOK_DISPOSED:
                 changes.released.append((state.hooks[cid].token, cid))
 
-    def _append(self, handle: _RunHandle, view: LogView, data: bytes, changes: _Changes) -> None:
-        """The commit point: one write of all lines at the end of the log, then fdatasync."""
+    def _append(self, handle: _RunHandle, view: LogView, data: bytes, changes: _Changes, *, sync: bool) -> None:
+        """The commit point: one write of all lines at the end of the log, then fdatasync
+        (unless `sync` is false: the caller syncs later)."""
         size = view.size
         written = 0
         try:
@@ -484,7 +545,7 @@ class RunStore:
                     os.ftruncate(handle.fd, size)
             raise
         changes.written = True
-        if self.fsync:
+        if self.fsync and sync:
             datasync(handle.fd)
         view.size = size + len(data)
 
@@ -552,10 +613,8 @@ class RunStore:
         state = view.state
         run = state.run
         assert run is not None
-        ended = run.status.terminal and status_before != run.status
-        sync = self.fsync and ended
         if handle.views_dirty:
-            self._write_all_views(handle, view, sync=sync)
+            self._write_all_views(handle, view, sync=False)
             handle.views_dirty = False
         else:
             entities: dict[str, dict[str, Step | Hook | Wait]] = {
@@ -569,11 +628,10 @@ class RunStore:
                         # Off the commit path (creating a file costs 0.1-0.4 ms here), and never
                         # synced: readers use the log's fold, these files only mirror it.
                         self.view_writer.write_later(f"{handle.run_dir}/{kind}/{entity_id}.json", data)
-            # run.json serves listings by status: a run's final one is made durable before its
-            # status marker moves, so a marker that survives a power loss never outruns it.
-            write_view(f"{handle.run_dir}/run.json", entity_bytes(run), fsync=sync)
-            if sync:
-                fsync_dir(handle.run_dir)
+            if status_before != run.status:
+                # run.json, for listings by status, only when the status changes: it records the
+                # log size it reflects, and a reader that finds the log longer folds the log.
+                self.view_writer.write_later(f"{handle.run_dir}/run.json", run_view_bytes(run, view.size))
         if status_before != run.status:
             # Not synced: a marker left behind by a power loss still says pending/running, and
             # start() then re-folds the run from its log and moves it.
@@ -597,7 +655,7 @@ class RunStore:
             for kind, entities in groups
             for entity_id, entity in entities.items()
         ]
-        expected.append((f"{handle.run_dir}/run.json", entity_bytes(state.run)))
+        expected.append((f"{handle.run_dir}/run.json", run_view_bytes(state.run, view.size)))
         written = 0
         for path, data in expected:
             if only_changed:
@@ -744,6 +802,55 @@ class RunStore:
             return sorted(((view.created_seq.get((kind, eid), 0), e) for eid, e in group.items()),
                           key=lambda item: item[0])
 
+    def run(self, run_id: str) -> Run:
+        """The run as of its whole log: its view when that is current, else the log's fold.
+
+        NotFoundError if the run has no log; CorruptDataError if it cannot be read.
+        """
+        run_dir = f"{self.runs_str}/{validate_id(run_id, 'run id')}"
+        known = self._current_fold(run_id, f"{run_dir}/events.jsonl")
+        if known is not None:
+            return known
+        try:
+            run, log_size = read_run_view(f"{run_dir}/run.json")
+            if os.stat(f"{run_dir}/events.jsonl").st_size == log_size:
+                return run
+        except (FileNotFoundError, NotADirectoryError, CorruptDataError):
+            pass  # no view (yet), or a damaged one: the log decides
+        with self._reading(run_id) as handle:
+            folded = self.refresh(handle).state.run
+        if folded is None:
+            raise NotFoundError(f"run {run_id} not found")
+        return folded
+
+    def _current_fold(self, run_id: str, log_path: str) -> Run | None:
+        """The run from this process's fold of its log, if that covers the whole log (else None).
+
+        Free for a run this process writes (a worker, or a client next to one): no file is read.
+        """
+        with self._handles_lock:
+            handle = self._handles.get(run_id)
+            if handle is None:  # a kept fold changes only once back in a handle
+                kept = self._kept_folds.get(run_id)
+                if kept is None or kept.state.run is None:
+                    return None
+                run, size, ino = kept.state.run, kept.size, kept.ino
+        if handle is not None:  # a commit in progress here may have applied events not yet written
+            if not handle.lock.acquire(blocking=False):
+                return None
+            try:
+                view = handle.view
+                if view is None or view.state.run is None:
+                    return None
+                run, size, ino = view.state.run, view.size, view.ino
+            finally:
+                handle.lock.release()
+        try:
+            stat = os.stat(log_path)
+        except OSError:
+            return None
+        return run if stat.st_size == size and stat.st_ino == ino else None
+
     def entity(self, run_id: str, kind: str, entity_id: str) -> tuple[int, Step | Hook | Wait] | None:
         """One step, hook or wait (with its creation seq) from the fold; None if the run has none such."""
         validate_id(run_id, "run id")
@@ -754,10 +861,12 @@ class RunStore:
 
     def close(self) -> None:
         """Close every open log descriptor (after writing the views still pending)."""
+        self.syncer.close()
         self.view_writer.close()
         with self._handles_lock:
             handles = list(self._handles.values())
             self._handles.clear()
+            self._kept_folds.clear()
         for handle in handles:
             with contextlib.suppress(OSError):
                 os.close(handle.fd)

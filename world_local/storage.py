@@ -25,7 +25,6 @@ from ..runtime.ids import validate_id
 from ..runtime.world import EventResult, EventsStorage, HooksStorage, RunsStorage, StepsStorage, WaitsStorage
 from .event_log import parse_line, without_payloads
 from .run_store import RunStore, run_channel
-from .views import read_entity
 
 log = logging.getLogger("wf.world_local")
 
@@ -92,11 +91,7 @@ class LocalRuns(RunsStorage):
 
     async def get(self, run_id: str, *, resolve_data: bool = True) -> Run:
         """The run. NotFoundError if unknown; CorruptDataError if its file is unreadable."""
-        path = self._store.run_dir(run_id) / "run.json"
-        try:
-            run = read_entity(path, Run)[0]
-        except FileNotFoundError:
-            raise NotFoundError(f"run {run_id} not found") from None
+        run = self._store.run(run_id)
         return run if resolve_data else run.evolve(input=None, output=None)
 
     async def list(
@@ -123,9 +118,9 @@ class LocalRuns(RunsStorage):
         found: list[Run] = []
         for run_id in sorted(ids, reverse=newest_first):
             try:
-                run = read_entity(self._store.runs_dir / run_id / "run.json", Run)[0]
-            except (FileNotFoundError, NotADirectoryError):
-                continue  # being created, or crashed before its view was written (start() repairs)
+                run = self._store.run(run_id)
+            except (NotFoundError, InvalidIdError):
+                continue  # being created, or not a run folder
             except CorruptDataError as exc:
                 log.warning("skipping run %s in listing: %s", run_id, exc)
                 continue
@@ -166,13 +161,13 @@ class LocalEvents(EventsStorage):
 
     async def create(self, run_id: str, event: Event) -> EventResult:
         """Validate and record one event atomically, then update the materialized entities."""
-        return self._store.commit(run_id, [event])[0]
+        return (await self._store.commit_async(run_id, [event]))[0]
 
     async def create_batch(
         self, run_id: str, events: Sequence[Event], *, skip_conflicts: bool = False, expected_seq: int | None = None
     ) -> list[EventResult]:
         """Record several events of one run with one atomic append (all or none)."""
-        return self._store.commit(run_id, events, skip_conflicts=skip_conflicts, expected_seq=expected_seq)
+        return await self._store.commit_async(run_id, events, skip_conflicts=skip_conflicts, expected_seq=expected_seq)
 
     async def list(
         self, run_id: str, *, after_seq: int = -1, limit: int | None = None, resolve_data: bool = True

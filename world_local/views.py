@@ -1,14 +1,15 @@
 """Materialized views of the event logs: entity files and the run-status index.
 
-    runs/<run_id>/run.json               the Run (Run.to_dict())
+    runs/<run_id>/run.json               the Run (Run.to_dict()), plus "log_size"
     runs/<run_id>/steps/<step_id>.json   the Step, plus "created_seq"
     runs/<run_id>/hooks/<hook_id>.json   the Hook, plus "created_seq"
     runs/<run_id>/waits/<wait_id>.json   the Wait, plus "created_seq"
     index/status/<status>/<run_id>       empty marker: the run has that status
 
 "created_seq" is the seq of the entity's *_created event; listings sort by it to give
-creation order. Views are derived from the log and rewritten only by the writer holding
-the run's lock.
+creation order. "log_size" is the size in bytes of the log the run view was folded from:
+a reader that finds the log any other size knows the view lags and folds the log instead.
+Views are derived from the log; every view is written behind the commit (`ViewWriter`).
 
 Rewriting a view (`write_view`, by the writer holding the run's lock); readers read a
 view under a shared `flock` (`read_view`), writers modify a file only under an exclusive one:
@@ -25,8 +26,8 @@ view under a shared `flock` (`read_view`), writers modify a file only under an e
   data back at once. Where the exchange is unsupported, a plain rename is used.)
 - A file's first version is written in place right after creating it; a reader that
   finds it still empty retries.
-Views are not synced (except a run's final state): after a power loss `recover()`
-rewrites the views of active runs from their logs.
+Views are never synced: a reader checks a run view against its log's size, and after a
+power loss `recover()` rewrites the views of active runs from their logs.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
@@ -49,8 +50,6 @@ from ..runtime.errors import CorruptDataError
 from .files import _exchange, _tmp_ids, datasync, fsync_dir
 
 log = logging.getLogger("wf.world_local")
-
-E = TypeVar("E", Run, Step, Hook, Wait)
 
 #: View files of at most this many bytes are rewritten in place: one write within one page,
 #: which a dying process cannot leave half done.
@@ -162,19 +161,24 @@ def _load_view(path: Path) -> Any:
     raise AssertionError("unreachable")
 
 
-def read_entity(path: Path, cls: type[E]) -> tuple[E, int]:
-    """An entity file's entity and created_seq (-1 for runs).
+def run_view_bytes(run: Run, log_size: int) -> bytes:
+    """The content of run.json: the run as folded from a log of `log_size` bytes."""
+    return b'{"log_size":%d,%s' % (log_size, orjson.dumps(run)[1:])
 
-    FileNotFoundError if absent; CorruptDataError naming the file if it holds no such entity.
+
+def read_run_view(path: str) -> tuple[Run, int]:
+    """run.json's run and the log size it reflects (-1 if unknown).
+
+    FileNotFoundError if absent; CorruptDataError naming the file if it holds no run.
     """
-    raw = _load_view(path)
+    raw = _load_view(Path(path))
     try:
         if not isinstance(raw, dict):
             raise TypeError("not a JSON object")
-        seq = raw.get("created_seq", -1)
-        return cls.from_dict(raw), seq if isinstance(seq, int) else -1
+        size = raw.get("log_size", -1)
+        return Run.from_dict(raw), size if isinstance(size, int) else -1
     except (TypeError, ValueError, KeyError) as exc:
-        raise CorruptDataError(f"{path} does not hold a valid {cls.__name__.lower()} ({exc})", str(path)) from exc
+        raise CorruptDataError(f"{path} does not hold a valid run ({exc})", str(path)) from exc
 
 
 class StatusIndex:

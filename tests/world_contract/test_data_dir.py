@@ -245,17 +245,25 @@ async def test_a_corrupt_event_line_is_reported_with_file_and_line(world: World,
         await other.events.create(run_id, ev(run_id, "step_started", "s1"))
 
 
-async def test_a_corrupt_run_file_raises_on_get_and_is_skipped_by_listings(
-        world: World, data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_damaged_run_view_is_ignored_for_the_log_and_a_corrupt_log_is_skipped_by_listings(
+        world: World, data_dir: Path, caplog: pytest.LogCaptureFixture, world_factory: Callable[[Path], World],
+) -> None:
     good = await new_run(world)
-    bad = await new_run(world)
-    (data_dir / "runs" / bad / "run.json").write_bytes(b'{"run_id": "trunc')
-    with pytest.raises(CorruptDataError, match=r"run\.json"):
-        await world.runs.get(bad)
+    bad_view = await new_run(world)
+    bad_log = await new_run(world)
+    await world.close()  # every view written
+    (data_dir / "runs" / bad_view / "run.json").write_bytes(b'{"run_id": "trunc')
+    (data_dir / "runs" / bad_log / "events.jsonl").write_bytes(b'{"run_id": "trunc\n')
+    (data_dir / "runs" / bad_log / "run.json").write_bytes(b'{"run_id": "trunc')
+    other = world_factory(data_dir)  # not started: nothing repairs the views
+    assert (await other.runs.get(bad_view)).status == RunStatus.RUNNING  # run.json only mirrors the log
+    with pytest.raises(CorruptDataError, match=r"events\.jsonl"):
+        await other.runs.get(bad_log)
     with caplog.at_level(logging.WARNING, logger="wf.world_local"):
-        listed = await world.runs.list()
-    assert [r.run_id for r in listed.data] == [good]
-    assert bad in caplog.text
+        listed = await other.runs.list()
+    assert sorted(r.run_id for r in listed.data) == sorted([good, bad_view])
+    assert bad_log in caplog.text
+    await other.close()
 
 
 async def test_start_repairs_a_corrupt_view_of_an_active_run(world: World, data_dir: Path,
@@ -325,17 +333,22 @@ async def test_a_world_without_fsync_keeps_everything_across_restarts(data_dir: 
 
 
 async def test_start_repairs_views_when_a_writer_died_between_commit_and_views(
-        world: World, data_dir: Path, make_world: MakeWorld) -> None:
+        world: World, data_dir: Path, make_world: MakeWorld, world_factory: Callable[[Path], World]) -> None:
     run_id = await new_run(world)
     await new_step(world, run_id, "s1", started=True)
     child = _run_child(data_dir, f"""
         import wf.world_local.run_store as run_store
-        run_store.write_view = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+        run_store.RunStore._write_views = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
         await world.events.create("{run_id}", ev("{run_id}", "step_completed", "s1", result=42))
     """)
     assert child.returncode == -9, child.stderr
-    assert (await world.runs.get(run_id)).event_count == 4  # the view lags: the log has 5 events
-    assert len(await world.events.list(run_id)) == 5
+    await world.close()  # writes the views still pending in this process
+    on_disk = json.loads((data_dir / "runs" / run_id / "run.json").read_bytes())
+    assert on_disk["event_count"] == 4  # the view lags: the log has 5 events...
+    reader = world_factory(data_dir)  # not started: nothing repairs the view
+    assert (await reader.runs.get(run_id)).event_count == 5  # ...and readers see past it
+    assert [r.event_count for r in (await reader.runs.list()).data] == [5]
+    await reader.close()
 
     restarted = await make_world()
     await assert_views_match_log(restarted, run_id)
@@ -348,7 +361,7 @@ async def test_start_finishes_the_end_of_a_run_a_writer_died_in(
     await world.events.create(run_id, ev(run_id, "hook_created", "h1", token="dying", metadata=None))
     child = _run_child(data_dir, f"""
         import wf.world_local.run_store as run_store
-        run_store.write_view = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+        run_store.RunStore._write_views = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
         await world.events.create("{run_id}", ev("{run_id}", "run_completed", output=1))
     """)
     assert child.returncode == -9, child.stderr
