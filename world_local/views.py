@@ -231,6 +231,10 @@ class StatusIndex:
             if fsync:
                 fsync_dir(self.root / status.value)
 
+    def sync(self, status: RunStatus) -> None:
+        """Make the markers of `status` durable."""
+        fsync_dir(self.root / status.value)
+
     def move(self, run_id: str, old: RunStatus | None, new: RunStatus, *, fsync: bool) -> None:
         """The run went from `old` to `new`: one rename of its marker (a new one if it had none)."""
         if old is None or old == new:

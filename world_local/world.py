@@ -3,11 +3,16 @@
     <data>/wf-data.json      format marker (see data_dir.py)
     <data>/runs, index, tokens    storage (run_store.py, views.py, tokens.py)
     <data>/queue             LocalQueue        <data>/streams    LocalStreams
-    <data>/notify            Notifier FIFOs (cross-process wake-ups)
+    <data>/notify            Notifier inboxes and channel markers (cross-process wake-ups)
 
 `WF_DATA_DIR` picks the directory (default `./.wf`). `WF_FSYNC=0` turns fsync off: much
 faster, and safe against a crash of the process, but a power loss or kernel crash may
 then lose the last committed events (never corrupt the log: a torn tail is cut off).
+
+What fsync covers: the run logs (every commit is durable when it returns) and the new-run
+index. Views, status-marker moves and the queue are never synced: all three are derived
+from the logs, and `start()` derives them again after a crash or power loss (views are
+rewritten, each active run is re-enqueued, and its replay re-sends its unfinished steps).
 """
 
 from __future__ import annotations
@@ -50,7 +55,10 @@ class LocalWorld(World):
         self.events = LocalEvents(self._store)
         self.hooks = LocalHooks(self._store)
         self.waits = LocalWaits(self._store)
-        self.queue = LocalQueue(self.data_dir / "queue", self.notifier, fsync=self.fsync)
+        # The queue is never synced, even with fsync on: every message it holds can be derived
+        # from the (synced) run logs, and start() derives them after a crash or power loss
+        # (each active run gets its workflow message; its replay re-sends unfinished steps).
+        self.queue = LocalQueue(self.data_dir / "queue", self.notifier, fsync=False)
         self.streams = LocalStreams(self.data_dir / "streams", self.notifier, fsync=self.fsync)
         self.workers = WorkerRegistry(self.data_dir / "workers")
         self.drain_flag = DrainFlag(self.data_dir / "drain.json")
