@@ -1,28 +1,27 @@
 """Cross-process wake-ups on named channels, without busy polling.
 
 Every Notifier (one per World object) that waits on anything owns one FIFO, its inbox:
-`<notify>/inbox/<pid>-<id>.fifo`, read by one thread. Waiting on a channel leaves an empty
-marker file `<notify>/subs/<channel>@<pid>-<id>`: it holds no descriptor, so a process may
-watch thousands of channels (one per active run) for the cost of a directory entry each,
-and a marker stays behind after its last waiter leaves, so that waiting on the same channel
-again costs nothing.
-
-`notify(channel)` wakes waiters in this process directly; then, for every other process's
-inbox, it checks for that process's marker of the channel and writes the channel's name,
-one line, into the inbox. The inbox thread wakes the channel's waiters. An inbox whose
-process died is removed by the next notifier that finds nobody reading it; markers left by
-dead processes are removed when a Notifier starts. Subscribe *before* checking the
-condition you wait for, so that no wake-up can slip between the check and the wait:
+`<notify>/inbox/<pid>-<id>.fifo`, read by one thread. Waiting on a channel costs no file at
+all: the channel is registered in memory. `notify(channel)` wakes waiters in this process
+directly, and writes the channel's name, one line, into every other process's inbox (a few
+processes share a data directory; a write to a FIFO costs microseconds, far less than
+keeping per-channel files up to date). The inbox thread wakes the channel's local waiters,
+if it has any, and drops the line otherwise. An inbox whose process died is removed by the
+next notifier that finds nobody reading it. Subscribe *before* checking the condition you
+wait for, so that no wake-up can slip between the check and the wait:
 
     with notifier.subscribe("queue") as sub:
         while not ready():
             await sub.wait(timeout)
+
+A notifier never blocks on a busy process: if that process's inbox is full, it is sent a
+"wake everyone" line as soon as there is room again (waiters look again at least every
+second in any case, so even a lost wake-up costs at most that).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import errno
 import fcntl
@@ -38,12 +37,8 @@ from pathlib import Path
 
 log = logging.getLogger("wf.world_local")
 
-#: Channel markers kept after their last waiter left (per Notifier), oldest removed first.
-MAX_IDLE_MARKERS = 4096
 #: A line in an inbox that wakes every waiter of the process (sent when its inbox was full).
 _WAKE_ALL = b"!"
-#: How long a notifier waits for a full inbox to have room before it gives up on it.
-_FULL_INBOX_SECONDS = 2.0
 
 
 @functools.lru_cache(maxsize=4096)
@@ -170,17 +165,18 @@ class Notifier:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._inbox_dir = f"{self.root}/inbox"
-        self._subs_dir = f"{self.root}/subs"
         self._prefix = f"{os.getpid()}-{id(self):x}"
         self._lock = threading.Lock()
         self._local: dict[str, set[Subscription]] = {}
+        #: channel line name -> channel, for the channels with local waiters.
+        self._names: dict[str, str] = {}
         self._inbox: _Inbox | None = None
-        #: channel file name -> channel, for every marker of ours (least recently used first).
-        self._marked: collections.OrderedDict[str, str] = collections.OrderedDict()
         #: (inbox folder mtime, prefixes of the other processes' inboxes), for notify().
         self._peers: tuple[int, list[str]] | None = None
         self._send_lock = threading.Lock()
         self._peer_fds: dict[str, int] = {}
+        #: Peers whose inbox was full: they get a "wake everyone" line once it has room.
+        self._overflowed: set[str] = set()
 
     # --- waiting ---
 
@@ -188,17 +184,14 @@ class Notifier:
     def subscribe(self, channel: str) -> Iterator[Subscription]:
         """Register a waiter on `channel` for the duration of the `with` block."""
         sub = Subscription(self, channel)
-        name = _channel_file_name(channel)
         with self._lock:
-            if name in self._marked:
-                self._marked.move_to_end(name)
-            else:
-                if self._inbox is None:
-                    self._open_inbox()
-                os.close(os.open(self._marker(name, self._prefix), os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-                self._marked[name] = channel
-                self._forget_idle_markers()
-            self._local.setdefault(channel, set()).add(sub)
+            if self._inbox is None:
+                self._open_inbox()
+            subs = self._local.get(channel)
+            if subs is None:
+                subs = self._local[channel] = set()
+                self._names[_channel_file_name(channel)] = channel
+            subs.add(sub)
         try:
             yield sub
         finally:
@@ -208,51 +201,24 @@ class Notifier:
                     subs.discard(sub)
                     if not subs:
                         del self._local[channel]
-
-    def _marker(self, name: str, prefix: str) -> str:
-        return f"{self._subs_dir}/{name}@{prefix}"
+                        self._names.pop(_channel_file_name(channel), None)
 
     def _open_inbox(self) -> None:
         # Called with the lock held, on the first subscription.
         os.makedirs(self._inbox_dir, exist_ok=True)
-        os.makedirs(self._subs_dir, exist_ok=True)
-        self._remove_dead_peers_files()
+        self._remove_dead_inboxes()
         self._inbox = _Inbox(self._inbox_dir, self._prefix, self._dispatch)
 
-    def _forget_idle_markers(self) -> None:
-        # Called with the lock held: drop the oldest markers nobody here waits on any more.
-        excess = len(self._marked) - MAX_IDLE_MARKERS
-        if excess <= 0:
+    def _remove_dead_inboxes(self) -> None:
+        """Remove the inboxes of processes that are gone (they died without closing)."""
+        try:
+            names = os.listdir(self._inbox_dir)
+        except OSError:
             return
-        for name, channel in list(self._marked.items()):
-            if excess <= 0:
-                break
-            if channel in self._local:
-                continue
-            del self._marked[name]
-            excess -= 1
-            with contextlib.suppress(OSError):
-                os.unlink(self._marker(name, self._prefix))
-
-    def _remove_dead_peers_files(self) -> None:
-        """Remove inboxes and markers of processes that are gone (they died without closing)."""
-        verdicts: dict[str, bool] = {}
-
-        def dead(prefix: str) -> bool:
-            if prefix not in verdicts:
-                verdicts[prefix] = not _pid_alive(prefix)
-            return verdicts[prefix]
-
-        for directory, split in ((self._inbox_dir, lambda n: n.split(".", 1)[0]),
-                                 (self._subs_dir, lambda n: n.rpartition("@")[2])):
-            try:
-                names = os.listdir(directory)
-            except OSError:
-                continue
-            for name in names:
-                if dead(split(name)):
-                    with contextlib.suppress(OSError):
-                        os.unlink(f"{directory}/{name}")
+        for name in names:
+            if not _pid_alive(name.split(".", 1)[0]):
+                with contextlib.suppress(OSError):
+                    os.unlink(f"{self._inbox_dir}/{name}")
 
     def _dispatch(self, names: set[bytes]) -> None:
         # In the inbox thread: wake the waiters of every channel named.
@@ -262,7 +228,7 @@ class Notifier:
             else:
                 subs = []
                 for raw in names:
-                    channel = self._marked.get(raw.decode("ascii", "replace"))
+                    channel = self._names.get(raw.decode("ascii", "replace"))
                     if channel is not None:
                         subs.extend(self._local.get(channel, ()))
         for sub in subs:
@@ -271,7 +237,7 @@ class Notifier:
     # --- waking ---
 
     def notify(self, channel: str) -> None:
-        """Wake every waiter of `channel`, here and in other processes. Never raises."""
+        """Wake every waiter of `channel`, here and in other processes. Never raises, never blocks."""
         with self._lock:
             local = list(self._local.get(channel, ()))
         for sub in local:
@@ -279,14 +245,10 @@ class Notifier:
         peers = self._peer_prefixes()
         if not peers:
             return
-        name = _channel_file_name(channel)
-        line = f"{name}\n".encode()
-        for prefix in peers:
-            try:
-                os.stat(self._marker(name, prefix))
-            except OSError:
-                continue  # that process does not watch this channel
-            self._send(prefix, line)
+        line = f"{_channel_file_name(channel)}\n".encode()
+        with self._send_lock:
+            for prefix in peers:
+                self._send(prefix, line)
 
     def _peer_prefixes(self) -> list[str]:
         """The other processes with an inbox (the listing is cached while the folder is unchanged)."""
@@ -308,55 +270,39 @@ class Notifier:
         return peers
 
     def _send(self, prefix: str, line: bytes) -> None:
-        with self._send_lock:
-            fd = self._peer_fds.get(prefix)
-            if fd is None:
-                path = f"{self._inbox_dir}/{prefix}.fifo"
-                try:
-                    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-                except OSError as exc:
-                    if exc.errno == errno.ENXIO and not _pid_alive(prefix):  # nobody reads it: its process is gone
-                        with contextlib.suppress(OSError):
-                            os.unlink(path)
-                    return
-                self._peer_fds[prefix] = fd
+        # Called with the send lock held.
+        fd = self._peer_fds.get(prefix)
+        if fd is None:
+            path = f"{self._inbox_dir}/{prefix}.fifo"
             try:
-                os.write(fd, line)
-            except BlockingIOError:
-                self._send_when_room(fd)
-            except OSError:  # EPIPE: its reader is gone; look again next time
-                del self._peer_fds[prefix]
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-
-    @staticmethod
-    def _send_when_room(fd: int) -> None:
-        # The inbox is full (its process is busy): it will wake all its waiters once it drains.
-        poller = select.poll()
-        poller.register(fd, select.POLLOUT)
-        deadline = time.monotonic() + _FULL_INBOX_SECONDS
-        while time.monotonic() < deadline:
-            try:
-                os.write(fd, _WAKE_ALL + b"\n")
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO and not _pid_alive(prefix):  # nobody reads it: its process is gone
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
                 return
-            except BlockingIOError:
-                poller.poll(10)
-            except OSError:
-                return
-        log.warning("a notification inbox stayed full for %.0f s: its process seems stuck", _FULL_INBOX_SECONDS)
+            self._peer_fds[prefix] = fd
+        if prefix in self._overflowed:
+            line = _WAKE_ALL + b"\n"
+        try:
+            os.write(fd, line)
+            self._overflowed.discard(prefix)
+        except BlockingIOError:  # its inbox is full (the process is busy or stopped)
+            self._overflowed.add(prefix)
+        except OSError:  # EPIPE: its reader is gone; look again next time
+            del self._peer_fds[prefix]
+            self._overflowed.discard(prefix)
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def close(self) -> None:
-        """Stop reading the inbox and remove this process's files."""
+        """Stop reading the inbox and remove it."""
         with self._lock:
             inbox, self._inbox = self._inbox, None
-            names = list(self._marked)
-            self._marked.clear()
             self._local.clear()
+            self._names.clear()
         if inbox is not None:
             inbox.close()
-        for name in names:
-            with contextlib.suppress(OSError):
-                os.unlink(self._marker(name, self._prefix))
         with self._send_lock:
             for fd in self._peer_fds.values():
                 with contextlib.suppress(OSError):
