@@ -267,16 +267,18 @@ class StatusIndex:
         return ids
 
 
-#: How long step, hook and wait views may lag behind their log.
-VIEW_WRITE_DELAY = 0.05
+#: How long views may lag behind their log. Nothing reads them to decide anything (readers
+#: use the log's fold; a run view records the log size it reflects), and writing them in
+#: rare batches keeps their file creations out of the journal commits the log's syncs wait on.
+VIEW_WRITE_DELAY = 0.5
 
 
 class ViewWriter:
-    """Writes step, hook and wait views behind the commit, on a background thread.
+    """Writes views behind the commit, on a background thread.
 
     The log is the source of truth and readers use its fold; the view files are a mirror
-    for people and tools, rewritten within milliseconds. Writes to one path are coalesced
-    (the newest content wins) and never reordered.
+    for people and tools, rewritten within `VIEW_WRITE_DELAY`. Writes to one path are
+    coalesced (the newest content wins) and never reordered.
     """
 
     def __init__(self) -> None:
@@ -284,6 +286,7 @@ class ViewWriter:
         self._cond = threading.Condition()
         self._write_lock = threading.Lock()
         self._closed = False
+        self._closing = threading.Event()  # cuts the delay short
         self._thread: threading.Thread | None = None
 
     def write_later(self, path: str, data: bytes) -> None:
@@ -323,11 +326,12 @@ class ViewWriter:
                 closed = self._closed
             if not closed:
                 # Let a burst of commits coalesce (a step's created/started/completed becomes
-                # one write) and keep this thread off the GIL while the committer is busy.
-                time.sleep(VIEW_WRITE_DELAY)
+                # one write) and keep this thread off the GIL and the disk while commits go on.
+                self._closing.wait(VIEW_WRITE_DELAY)
             self.flush()
 
     def close(self) -> None:
+        self._closing.set()
         self.flush()
         with self._cond:
             self._closed = True
