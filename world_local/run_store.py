@@ -123,7 +123,7 @@ class LogView:
 
 
 class _RunHandle:
-    __slots__ = ("fd", "lock", "log_path", "run_dir", "run_id", "users", "view", "views_dirty")
+    __slots__ = ("fd", "lock", "log_path", "pending_moves", "run_dir", "run_id", "users", "view", "views_dirty")
 
     def __init__(self, run_id: str, run_dir: Path, fd: int) -> None:
         self.run_id = run_id
@@ -134,6 +134,8 @@ class _RunHandle:
         self.view: LogView | None = None
         self.users = 0
         self.views_dirty = False
+        #: Status-marker moves of commits whose sync is deferred: (log size they need durable, old, new).
+        self.pending_moves: list[tuple[int, RunStatus | None, RunStatus]] = []
 
 
 class _LockTimeout(Exception):
@@ -374,22 +376,44 @@ class RunStore:
         defer = self.fsync and self.syncer.worth_deferring()
         results, pending = self._commit(run_id, events, skip_conflicts, expected_seq, defer_sync=defer)
         if pending is not None:
+            handle, durable_size = pending
             try:
-                await self.syncer.sync(pending.fd)
+                await self.syncer.sync(handle.fd)
+                if handle.pending_moves:
+                    with self.locked(run_id) as again:
+                        if again is handle:
+                            run = self.refresh(handle).state.run
+                            self._make_pending_moves(handle, durable_size, run.status if run else None)
             except BaseException:
-                pending.view = None  # refold from the file next time
+                handle.view = None  # refold from the file next time
                 raise
             finally:
-                self._release_handle(pending)
+                self._release_handle(handle)
             self._notify_committed(run_id, results)
         return results
+
+    def _make_pending_moves(self, handle: _RunHandle, durable_size: int, current: RunStatus | None) -> None:
+        """Move the status marker of our deferred commits that are durable now (call with the
+        run's lock held; `current` is the run's status in the log)."""
+        ready = [move for move in handle.pending_moves if move[0] <= durable_size]
+        if not ready:
+            return
+        del handle.pending_moves[:len(ready)]
+        old, new = ready[0][1], ready[-1][2]
+        if new != current and handle.pending_moves:
+            # A later commit of ours, not durable yet, changed the status again: it moves from `old`.
+            size, _, later = handle.pending_moves[0]
+            handle.pending_moves[0] = (size, old, later)
+            return
+        if new == current and old != new:  # (else another process changed it since: its move counts)
+            self.index.move(handle.run_id, old, new, fsync=False)
 
     def _commit(
         self, run_id: str, events: Sequence[Event], skip_conflicts: bool, expected_seq: int | None, *,
         defer_sync: bool,
-    ) -> tuple[list[EventResult], _RunHandle | None]:
+    ) -> tuple[list[EventResult], tuple[_RunHandle, int] | None]:
         # The commit under the run's lock; with a deferred sync, the handle whose fd still needs
-        # fdatasync (held open for the caller, who releases it).
+        # fdatasync (held open for the caller, who releases it) and the log size to make durable.
         validate_id(run_id, "run id")
         prepared = [self._prepare(run_id, event) for event in events]
         if not prepared:
@@ -406,7 +430,8 @@ class RunStore:
             if deferred:
                 with self._handles_lock:
                     handle.users += 1  # keep its fd open until the sync is done
-                pending = handle
+                assert handle.view is not None
+                pending = handle, handle.view.size
         if committed and pending is None:
             self._notify_committed(run_id, results)
         return results, pending
@@ -468,9 +493,9 @@ class RunStore:
                 return results, False, False
             run = state.run
             assert run is not None
-            # Only a commit that leaves the run's status as it was may be acknowledged late:
-            # status markers move after their commit is durable.
-            defer_sync = defer_sync and self.fsync and run_before is not None and run.status == status_before
+            # A run's first commit syncs at once (its folders too). A later one may be synced
+            # late: its status marker then moves once it is durable (`pending_moves`).
+            defer_sync = defer_sync and self.fsync and run_before is not None
             if run_before is None:
                 self.index.mark(handle.run_id, run.status, fsync=False)  # before the log holds the run
                 status_before = run.status
@@ -485,7 +510,7 @@ class RunStore:
                     self.tokens.release(token, handle.run_id, hook_id)
             raise
         try:
-            self._write_views(handle, view, changes, status_before)
+            self._write_views(handle, view, changes, status_before, deferred=defer_sync)
         except OSError as exc:  # committed all the same: the views are repaired later
             handle.views_dirty = True
             log.warning("run %s: events committed but views not updated (%s); they will be rewritten", handle.run_id,
@@ -611,7 +636,8 @@ class RunStore:
     # --- views ---
 
     def _write_views(
-        self, handle: _RunHandle, view: LogView, changes: _Changes, status_before: RunStatus | None
+        self, handle: _RunHandle, view: LogView, changes: _Changes, status_before: RunStatus | None, *,
+        deferred: bool = False,
     ) -> None:
         state = view.state
         run = state.run
@@ -635,10 +661,19 @@ class RunStore:
                 # run.json, for listings by status, only when the status changes: it records the
                 # log size it reflects, and a reader that finds the log longer folds the log.
                 self.view_writer.write_later(f"{handle.run_dir}/run.json", run_view_bytes(run, view.size))
-        if status_before != run.status:
-            # Not synced: a marker left behind by a power loss still says pending/running, and
-            # start() then re-folds the run from its log and moves it.
-            self.index.move(handle.run_id, status_before, run.status, fsync=False)
+        # A marker moves only once its commit is durable, so that a power loss never leaves one
+        # ahead of the log. Moves are not synced: a marker left behind still says
+        # pending/running, and start() then re-folds the run from its log and moves it.
+        if deferred:
+            if status_before != run.status:
+                handle.pending_moves.append((view.size, status_before, run.status))
+        else:
+            old = status_before
+            if handle.pending_moves:  # earlier deferred commits of ours: this sync covers them too
+                old = handle.pending_moves[0][1]
+                handle.pending_moves.clear()
+            if old != run.status:
+                self.index.move(handle.run_id, old, run.status, fsync=False)
         for token, hook_id in changes.released:
             self.tokens.release(token, handle.run_id, hook_id)
 

@@ -25,6 +25,8 @@ class Syncer:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self.in_flight = 0
+        #: Syncs run on the pool so far.
+        self.count = 0
 
     def worth_deferring(self) -> bool:
         """Whether the calling event loop has other work to do during a sync (or syncs to join)."""
@@ -43,6 +45,7 @@ class Syncer:
                 self._pool = concurrent.futures.ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="wf-sync")
             pool = self._pool
         self.in_flight += 1
+        self.count += 1
         try:
             await asyncio.get_running_loop().run_in_executor(pool, datasync, fd)
         finally:
