@@ -43,10 +43,7 @@ async def _await_all(world: Any, ids: list[str], deadline: float) -> None:
             run = await world.runs.get(run_id, resolve_data=False)
             if run.status.terminal or time.monotonic() > deadline:
                 break
-            try:
-                await world.events.wait(run_id, after_seq=run.event_count - 1, timeout=0.5)
-            except FileNotFoundError:  # the run's notify channel vanished under us (reported upstream)
-                await asyncio.sleep(0.05)
+            await world.events.wait(run_id, after_seq=run.event_count - 1, timeout=0.5)
         if time.monotonic() > deadline:
             return
 
