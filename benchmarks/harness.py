@@ -106,6 +106,16 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a live process has used so far, in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop_worker_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
     """SIGTERM each worker (it drains and exits), SIGKILL what is left after `timeout`."""
     for p in procs:

@@ -17,7 +17,14 @@ import wf
 from wf.runtime.entities import RunStatus
 
 from . import workloads as w
-from .harness import in_process, peak_rss_mb, start_worker_processes, stop_worker_processes, wait_workers_live
+from .harness import (
+    cpu_seconds,
+    in_process,
+    peak_rss_mb,
+    start_worker_processes,
+    stop_worker_processes,
+    wait_workers_live,
+)
 from .results import percentile
 
 STEPS_PER_RUN = 4
@@ -61,6 +68,7 @@ async def run_scale(n: int, workers: int, *, concurrency: int, fsync: bool = Tru
             progress(f"  scale: {n} runs submitted in {submit_s:.1f} s")
             await _await_all(world, ids, time.monotonic() + timeout)
             peaks = [peak_rss_mb(p.pid) for p in procs]
+            cpu = [cpu_seconds(p.pid) for p in procs]
             statuses: dict[str, int] = {}
             done: list[float] = []
             for run_id in ids:
@@ -93,7 +101,11 @@ async def run_scale(n: int, workers: int, *, concurrency: int, fsync: bool = Tru
         "queue_left_sample": [{"queue": m.queue, "state": m.state, "payload": m.payload,
                                "available_at": str(m.available_at)} for m in leftover[:5]],
         "worker_peak_rss_mb": [round(p, 1) if p is not None else None for p in peaks],
+        # CPU the workers used (start-up included) per step: what caps throughput on a busy machine.
+        "worker_cpu_ms_per_step": round(sum(c for c in cpu if c is not None) * 1000 / (n * STEPS_PER_RUN), 3)
+        if all(c is not None for c in cpu) else None,
     }
     progress(f"  scale: {n} x {STEPS_PER_RUN} steps, {workers} worker(s): {result['total_s']} s, "
-             f"{result['steps_per_s']} steps/s, stuck {result['stuck_runs']}")
+             f"{result['steps_per_s']} steps/s, worker CPU {result['worker_cpu_ms_per_step']} ms/step, "
+             f"stuck {result['stuck_runs']}")
     return result
