@@ -123,7 +123,8 @@ class LogView:
 
 
 class _RunHandle:
-    __slots__ = ("fd", "lock", "log_path", "pending_moves", "run_dir", "run_id", "users", "view", "views_dirty")
+    __slots__ = ("fd", "lock", "log_path", "new_run_status", "pending_moves", "run_dir", "run_id", "users", "view",
+                 "views_dirty")
 
     def __init__(self, run_id: str, run_dir: Path, fd: int) -> None:
         self.run_id = run_id
@@ -136,6 +137,8 @@ class _RunHandle:
         self.views_dirty = False
         #: Status-marker moves of commits whose sync is deferred: (log size they need durable, old, new).
         self.pending_moves: list[tuple[int, RunStatus | None, RunStatus]] = []
+        #: The status of a new run whose first commit's folder syncs are left to the caller.
+        self.new_run_status: RunStatus | None = None
 
 
 class _LockTimeout(Exception):
@@ -379,6 +382,9 @@ class RunStore:
             handle, durable_size = pending
             try:
                 await self.syncer.sync(handle.fd)
+                new_status, handle.new_run_status = handle.new_run_status, None
+                if new_status is not None:
+                    await self.syncer.run(self._sync_new_run, handle, new_status)
                 if handle.pending_moves:
                     with self.locked(run_id) as again:
                         if again is handle:
@@ -493,15 +499,18 @@ class RunStore:
                 return results, False, False
             run = state.run
             assert run is not None
-            # A run's first commit syncs at once (its folders too). A later one may be synced
-            # late: its status marker then moves once it is durable (`pending_moves`).
-            defer_sync = defer_sync and self.fsync and run_before is not None
+            # A commit may be synced late (group commit): a new run's folders are then synced
+            # after its log, and a status marker moves once its commit is durable (`pending_moves`).
+            defer_sync = defer_sync and self.fsync
             if run_before is None:
                 self.index.mark(handle.run_id, run.status, fsync=False)  # before the log holds the run
                 status_before = run.status
             self._append(handle, view, join_lines(lines), changes, sync=not defer_sync)
             if run_before is None and self.fsync:
-                self._sync_new_run(handle, run.status)
+                if defer_sync:
+                    handle.new_run_status = run.status
+                else:
+                    self._sync_new_run(handle, run.status)
         except BaseException:
             if mutated:
                 handle.view = None  # refold from the file next time

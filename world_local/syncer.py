@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from .files import datasync
 
@@ -40,6 +42,10 @@ class Syncer:
 
     async def sync(self, fd: int) -> None:
         """fdatasync `fd` on a pool thread; OSError as the call raised it."""
+        await self.run(datasync, fd)
+
+    async def run(self, fn: Callable[..., object], *args: Any) -> None:
+        """Call `fn(*args)` (file-system syncs) on a pool thread; its exception as raised."""
         with self._lock:
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="wf-sync")
@@ -47,7 +53,7 @@ class Syncer:
         self.in_flight += 1
         self.count += 1
         try:
-            await asyncio.get_running_loop().run_in_executor(pool, datasync, fd)
+            await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
         finally:
             self.in_flight -= 1
 
