@@ -39,6 +39,8 @@ log = logging.getLogger("wf.world_local")
 
 #: A line in an inbox that wakes every waiter of the process (sent when its inbox was full).
 _WAKE_ALL = b"!"
+#: The most bytes one write to a FIFO is guaranteed to deliver whole (PIPE_BUF on Linux).
+_ATOMIC_WRITE = 4096
 
 
 @functools.lru_cache(maxsize=4096)
@@ -177,6 +179,8 @@ class Notifier:
         self._peer_fds: dict[str, int] = {}
         #: Peers whose inbox was full: they get a "wake everyone" line once it has room.
         self._overflowed: set[str] = set()
+        #: Notification lines of the current event-loop turn, per loop, not sent yet.
+        self._outbox: dict[asyncio.AbstractEventLoop, set[bytes]] = {}
 
     # --- waiting ---
 
@@ -242,13 +246,47 @@ class Notifier:
             local = list(self._local.get(channel, ()))
         for sub in local:
             sub._wake()
+        line = f"{_channel_file_name(channel)}\n".encode()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._send_to_peers({line})
+            return
+        # On an event loop, the notifications of one turn go out together: one write per peer.
+        with self._lock:
+            pending = self._outbox.get(loop)
+            if pending is None:
+                pending = self._outbox[loop] = set()
+                loop.call_soon(self._flush_outbox, loop)
+            pending.add(line)
+
+    def _flush_outbox(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        with self._lock:
+            if loop is None:
+                batches = list(self._outbox.values())
+                self._outbox.clear()
+            else:
+                batches = [self._outbox.pop(loop, set())]
+        for lines in batches:
+            if lines:
+                self._send_to_peers(lines)
+
+    def _send_to_peers(self, lines: set[bytes]) -> None:
         peers = self._peer_prefixes()
         if not peers:
             return
-        line = f"{_channel_file_name(channel)}\n".encode()
+        chunks: list[bytes] = []
+        chunk = b""
+        for line in lines:  # writes of at most PIPE_BUF bytes are atomic: never split a line
+            if len(chunk) + len(line) > _ATOMIC_WRITE:
+                chunks.append(chunk)
+                chunk = b""
+            chunk += line
+        chunks.append(chunk)
         with self._send_lock:
             for prefix in peers:
-                self._send(prefix, line)
+                for data in chunks:
+                    self._send(prefix, data)
 
     def _peer_prefixes(self) -> list[str]:
         """The other processes with an inbox (the listing is cached while the folder is unchanged)."""
@@ -296,7 +334,8 @@ class Notifier:
                 os.close(fd)
 
     def close(self) -> None:
-        """Stop reading the inbox and remove it."""
+        """Send what is pending, stop reading the inbox and remove it."""
+        self._flush_outbox()
         with self._lock:
             inbox, self._inbox = self._inbox, None
             self._local.clear()
