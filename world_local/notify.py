@@ -246,6 +246,8 @@ class Notifier:
             local = list(self._local.get(channel, ()))
         for sub in local:
             sub._wake()
+        if not self._peer_prefixes():
+            return  # nobody else to wake (and no callback left behind on the loop)
         line = f"{_channel_file_name(channel)}\n".encode()
         try:
             loop = asyncio.get_running_loop()

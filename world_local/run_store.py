@@ -381,10 +381,11 @@ class RunStore:
         if pending is not None:
             handle, durable_size = pending
             try:
-                await self.syncer.sync(handle.fd)
                 new_status, handle.new_run_status = handle.new_run_status, None
-                if new_status is not None:
-                    await self.syncer.run(self._sync_new_run, handle, new_status)
+                if new_status is None:
+                    await self.syncer.sync(handle.fd)
+                else:  # a new run: its log, then its folders, in one hand-off
+                    await self.syncer.run(self._sync_new_run, handle, new_status, True)
                 if handle.pending_moves:
                     with self.locked(run_id) as again:
                         if again is handle:
@@ -585,10 +586,12 @@ class RunStore:
             datasync(handle.fd)
         view.size = size + len(data)
 
-    def _sync_new_run(self, handle: _RunHandle, status: RunStatus) -> None:
-        # After the first commit's fdatasync (which made the file system commit its journal):
-        # make the run's folder, log and status marker durable. On ext4 these find nothing
-        # left to commit, so they cost far less than before the data sync.
+    def _sync_new_run(self, handle: _RunHandle, status: RunStatus, log_too: bool = False) -> None:
+        # After the first commit's fdatasync (which made the file system commit its journal;
+        # done here first with `log_too`): make the run's folder, log and status marker
+        # durable. On ext4 these find nothing left to commit: far cheaper than before it.
+        if log_too:
+            datasync(handle.fd)
         fsync_dir(handle.run_dir)
         fsync_dir(self.runs_dir)
         self.index.sync(status)

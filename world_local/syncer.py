@@ -21,6 +21,9 @@ from .files import datasync
 
 #: Threads that may wait on the disk at once (a sync costs no CPU: waiting is all they do).
 SYNC_THREADS = 8
+#: Defer a sync only when at least this many callbacks wait on the loop: a lone run (one or
+#: two callbacks of its own) syncs inline, which is ~0.1-0.3 ms faster than a hand-off.
+DEFER_WHEN_READY = 2
 
 _Job = tuple[Callable[..., object], tuple[Any, ...], "asyncio.Future[None]"]
 
@@ -45,7 +48,8 @@ class Syncer:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return False
-        return bool(getattr(loop, "_ready", None))  # callbacks waiting their turn (asyncio's own loop)
+        ready = getattr(loop, "_ready", None)  # callbacks waiting their turn (asyncio's own loop)
+        return ready is not None and len(ready) >= DEFER_WHEN_READY
 
     async def sync(self, fd: int) -> None:
         """fdatasync `fd` on a pool thread; OSError as the call raised it."""
