@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     report, rows = asyncio.run(run_suites(args, log))
     print_all(console, report, rows)
     console.print(f"machine: {report['machine'].get('cores')} cores, Python {report['machine'].get('python')}, "
-                  f"kernel {report['machine'].get('kernel')}, load {report['machine'].get('loadavg_at_start')}; "
-                  f"{report['seconds']} s")
+                  f"kernel {report['machine'].get('kernel')}, load {report['machine'].get('loadavg_at_start')}, "
+                  f"CPU probe {report['machine'].get('cpu_probe_ms')} ms; {report['seconds']} s")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
         console.print(f"wrote {args.json}")

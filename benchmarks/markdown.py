@@ -56,7 +56,8 @@ def render(report: dict[str, Any]) -> str:
         m = run["machine"]
         out.append(f"Machine: {m.get('cpu', '?')}, {m.get('cores')} cores, {m.get('memory_gb', '?')} GB, "
                    f"Python {m.get('python')}, Linux {m.get('kernel')}; load average at start "
-                   f"{m.get('loadavg_at_start')}; {m.get('timestamp')}; `{run.get('command', '')}` "
+                   f"{m.get('loadavg_at_start')}; CPU probe {m.get('cpu_probe_ms', '?')} ms; "
+                   f"{m.get('timestamp')}; `{run.get('command', '')}` "
                    f"({run.get('seconds')} s).")
     rows = report["rows"]
     for section in ("overhead", "streams", "growth", "vercel", "dbos"):

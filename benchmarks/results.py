@@ -8,6 +8,7 @@ import os
 import platform
 import statistics
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -76,6 +77,16 @@ def mode_name(fsync: bool, always_replay: bool) -> str:
     return f"fsync {'on' if fsync else 'off'}, {'always-replay' if always_replay else 'cached'}"
 
 
+def cpu_probe_ms() -> float:
+    """Milliseconds a fixed pure-Python loop takes now: a shared VM's CPU speed varies by 2x
+    from one minute to the next, and this says which kind of minute a run had."""
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(2_000_000):
+        total += i
+    return round((time.perf_counter() - t0) * 1000, 1)
+
+
 def machine_info() -> dict[str, Any]:
     """Cores, Python, kernel, load and time: what a reader needs to weigh the figures."""
     info: dict[str, Any] = {
@@ -89,6 +100,7 @@ def machine_info() -> dict[str, Any]:
     }
     with contextlib.suppress(OSError):
         info["loadavg_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    info["cpu_probe_ms"] = cpu_probe_ms()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

@@ -39,8 +39,6 @@ log = logging.getLogger("wf.world_local")
 
 #: A line in an inbox that wakes every waiter of the process (sent when its inbox was full).
 _WAKE_ALL = b"!"
-#: The most bytes one write to a FIFO is guaranteed to deliver whole (PIPE_BUF on Linux).
-_ATOMIC_WRITE = 4096
 
 
 @functools.lru_cache(maxsize=4096)
@@ -179,8 +177,6 @@ class Notifier:
         self._peer_fds: dict[str, int] = {}
         #: Peers whose inbox was full: they get a "wake everyone" line once it has room.
         self._overflowed: set[str] = set()
-        #: Notification lines of the current event-loop turn, per loop, not sent yet.
-        self._outbox: dict[asyncio.AbstractEventLoop, set[bytes]] = {}
 
     # --- waiting ---
 
@@ -246,49 +242,15 @@ class Notifier:
             local = list(self._local.get(channel, ()))
         for sub in local:
             sub._wake()
-        if not self._peer_prefixes():
-            return  # nobody else to wake (and no callback left behind on the loop)
-        line = f"{_channel_file_name(channel)}\n".encode()
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._send_to_peers({line})
-            return
-        # On an event loop, the notifications of one turn go out together: one write per peer.
-        with self._lock:
-            pending = self._outbox.get(loop)
-            if pending is None:
-                pending = self._outbox[loop] = set()
-                loop.call_soon(self._flush_outbox, loop)
-            pending.add(line)
-
-    def _flush_outbox(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        with self._lock:
-            if loop is None:
-                batches = list(self._outbox.values())
-                self._outbox.clear()
-            else:
-                batches = [self._outbox.pop(loop, set())]
-        for lines in batches:
-            if lines:
-                self._send_to_peers(lines)
-
-    def _send_to_peers(self, lines: set[bytes]) -> None:
         peers = self._peer_prefixes()
         if not peers:
             return
-        chunks: list[bytes] = []
-        chunk = b""
-        for line in lines:  # writes of at most PIPE_BUF bytes are atomic: never split a line
-            if len(chunk) + len(line) > _ATOMIC_WRITE:
-                chunks.append(chunk)
-                chunk = b""
-            chunk += line
-        chunks.append(chunk)
+        # Sent at once, not batched per event-loop turn: a caller that blocks right after
+        # notifying (a CLI command, a test harness) must not hold other processes back.
+        line = f"{_channel_file_name(channel)}\n".encode()
         with self._send_lock:
             for prefix in peers:
-                for data in chunks:
-                    self._send(prefix, data)
+                self._send(prefix, line)
 
     def _peer_prefixes(self) -> list[str]:
         """The other processes with an inbox (the listing is cached while the folder is unchanged)."""
@@ -336,8 +298,7 @@ class Notifier:
                 os.close(fd)
 
     def close(self) -> None:
-        """Send what is pending, stop reading the inbox and remove it."""
-        self._flush_outbox()
+        """Stop reading the inbox and remove it."""
         with self._lock:
             inbox, self._inbox = self._inbox, None
             self._local.clear()
