@@ -89,11 +89,13 @@ def render(report: dict[str, Any]) -> str:
                          _f(c.get("p99"), 2),
                          f"{_f(s['fifo_first10_median_s'], 2)} / {_f(s['fifo_last10_median_s'], 2)}",
                          str(s["stuck_runs"]), str(s["queue_messages_left"]),
-                         ", ".join(_f(p, 0) for p in s["worker_peak_rss_mb"] if p is not None)])
+                         ", ".join(_f(p, 0) for p in s["worker_peak_rss_mb"] if p is not None),
+                         _f(s.get("worker_cpu_ms_per_step"), 2)])
         out.append("### Scale and fairness (4 x 50 ms service calls per workflow, submitted at once; "
                    "completion times from the first submission)\n\n"
                    + _table(["workflows", "workers x concurrency", "submit s", "total s", "steps/s", "p50 s", "p90 s",
-                             "p99 s", "FIFO first/last 10% median s", "stuck", "queue left", "peak RSS MB"], body))
+                             "p99 s", "FIFO first/last 10% median s", "stuck", "queue left", "peak RSS MB",
+                             "worker CPU ms/step"], body))
     if report.get("goals"):
         body = [[g["goal"], g["target"], g["measured"], {True: "yes", False: "**no**", None: "-"}[g["met"]]]
                 for g in report["goals"]]
