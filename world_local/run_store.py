@@ -400,8 +400,8 @@ class RunStore:
         return results
 
     def _make_pending_moves(self, handle: _RunHandle, durable_size: int, current: RunStatus | None) -> None:
-        """Move the status marker of our deferred commits that are durable now (call with the
-        run's lock held; `current` is the run's status in the log)."""
+        """Move the status marker as our commits that are durable now say, in one move (call
+        with the run's lock held; `current` is the run's status in the log)."""
         ready = [move for move in handle.pending_moves if move[0] <= durable_size]
         if not ready:
             return
@@ -676,16 +676,10 @@ class RunStore:
         # A marker moves only once its commit is durable, so that a power loss never leaves one
         # ahead of the log. Moves are not synced: a marker left behind still says
         # pending/running, and start() then re-folds the run from its log and moves it.
-        if deferred:
-            if status_before != run.status:
-                handle.pending_moves.append((view.size, status_before, run.status))
-        else:
-            old = status_before
-            if handle.pending_moves:  # earlier deferred commits of ours: this sync covers them too
-                old = handle.pending_moves[0][1]
-                handle.pending_moves.clear()
-            if old != run.status:
-                self.index.move(handle.run_id, old, run.status, fsync=False)
+        if status_before != run.status:
+            handle.pending_moves.append((view.size, status_before, run.status))
+        if not deferred:  # durable now, and so is every earlier commit of ours
+            self._make_pending_moves(handle, view.size, run.status)
         for token, hook_id in changes.released:
             self.tokens.release(token, handle.run_id, hook_id)
 

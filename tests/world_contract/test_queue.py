@@ -61,6 +61,13 @@ class Worker:
         assert text, f"worker exited with {self.proc.wait()} before answering"
         return json.loads(text)
 
+    def line_now(self) -> dict[str, Any]:
+        """The next line, read without letting the event loop run meanwhile."""
+        assert self.proc.stdout is not None
+        text = self.proc.stdout.readline()
+        assert text, f"worker exited with {self.proc.wait()} before answering"
+        return json.loads(text)
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -386,46 +393,21 @@ async def test_a_take_blocked_in_another_process_wakes_on_enqueue(
     assert statistics.median(latencies) < 0.5
 
 
-_BLOCKING_TAKER = """
-import asyncio, sys, time
-from wf.world_local.world import LocalWorld
-
-async def main():
-    world = LocalWorld(sys.argv[1])
-    await world.start()
-    print("ready", flush=True)
-    for _ in range(int(sys.argv[2])):
-        message = await world.queue.take(["jobs"], timeout=10)
-        print(time.time() - message.payload["sent"], flush=True)
-        await world.queue.ack(message)
-    await world.close()
-
-asyncio.run(main())
-"""
-
-
 async def test_a_process_that_blocks_right_after_enqueueing_still_wakes_the_taker_at_once(
-    world: World, data_dir: Path,
+    world: World, data_dir: Path, factory_name: str, workers: Callable[..., Worker]
 ) -> None:
     # The enqueuer does not return to its event loop before it hears back (a CLI command that
     # exits, a harness reading a pipe): its wake-up must already be on its way.
-    from wf.world_local.world import LocalWorld
-
-    if not isinstance(world, LocalWorld):
-        pytest.skip("the taker script opens a LocalWorld")
-    taker = subprocess.Popen([sys.executable, "-c", _BLOCKING_TAKER, str(data_dir), "8"],
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        assert taker.stdout is not None
-        assert taker.stdout.readline().strip() == "ready"
-        latencies = []
-        for _ in range(8):
-            time.sleep(0.05)  # let it block in take
-            await world.queue.enqueue(Q, {"sent": time.time()})
-            latencies.append(float(taker.stdout.readline()))  # blocking: our loop does not run
-        assert taker.wait(timeout=10) == 0
-    finally:
-        taker.kill()
+    worker = workers(factory_name, data_dir, "wait", Q, 5)
+    latencies = []
+    for n in range(8):
+        assert worker.line_now()["event"] == "waiting"
+        time.sleep(0.05)  # let it block in take
+        await world.queue.enqueue(Q, {"sent": time.time(), "last": n == 7})
+        taken = worker.line_now()  # our event loop does not run meanwhile
+        assert taken["event"] == "taken"
+        latencies.append(taken["latency"])
+    assert worker.proc.wait(timeout=10) == 0
     assert max(latencies) < 0.5, latencies
 
 

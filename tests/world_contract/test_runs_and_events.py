@@ -441,3 +441,17 @@ async def test_views_equal_the_fold_of_the_log_after_every_operation(world: Worl
     for event_type, cid, data in steps:
         await world.events.create(run_id, ev(run_id, event_type, cid, **data))
         await assert_views_match_log(world, run_id)
+
+
+async def test_a_run_read_here_shows_what_another_writer_committed_since(world: World, make_world) -> None:  # type: ignore[no-untyped-def]
+    # This World has the run's state in memory from its own commits; another World (as another
+    # process would) moves the run on: reads here must show that at once, not the remembered state.
+    run_id = await new_run(world)
+    await new_step(world, run_id, "s1", started=True)
+    assert (await world.runs.get(run_id)).status == RunStatus.RUNNING
+    other = await make_world()
+    await other.events.create(run_id, ev(run_id, "step_completed", "s1", result=1))
+    await other.events.create(run_id, ev(run_id, "run_completed", output="done"))
+    run = await world.runs.get(run_id)
+    assert (run.status, run.output, run.event_count) == (RunStatus.COMPLETED, "done", 6)
+    assert [r.run_id for r in (await world.runs.list(status=RunStatus.COMPLETED)).data] == [run_id]
