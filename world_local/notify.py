@@ -6,7 +6,15 @@ all: the channel is registered in memory. `notify(channel)` wakes waiters in thi
 directly, and writes the channel's name, one line, into every other process's inbox (a few
 processes share a data directory; a write to a FIFO costs microseconds, far less than
 keeping per-channel files up to date). The inbox thread wakes the channel's local waiters,
-if it has any, and drops the line otherwise. An inbox whose process died is removed by the
+if it has any, and drops the line otherwise.
+
+Each inbox has an interest map beside it, `<pid>-<id>.interest`: 65,536 bits, shared with
+`mmap`, where the owner sets the bit of every channel it has waiters on (a channel's bit is
+its CRC-32 modulo the map's size). A notifier writes only to the inboxes whose map has the
+channel's bit set, so a worker's commits do not wake every other process on the machine
+(a shared bit costs a line the reader drops). The owner sets a bit before the waiter
+checks its condition, and a notifier reads it after its change is made, so one of the two
+sees the other. An inbox whose process died is removed by the
 next notifier that finds nobody reading it. Subscribe *before* checking the condition you
 wait for, so that no wake-up can slip between the check and the wait:
 
@@ -28,10 +36,12 @@ import fcntl
 import functools
 import hashlib
 import logging
+import mmap
 import os
 import select
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -39,6 +49,14 @@ log = logging.getLogger("wf.world_local")
 
 #: A line in an inbox that wakes every waiter of the process (sent when its inbox was full).
 _WAKE_ALL = b"!"
+#: Size in bytes of an interest map (65,536 channel bits).
+INTEREST_BYTES = 8192
+
+
+@functools.lru_cache(maxsize=8192)
+def _channel_line_and_bit(channel: str) -> tuple[bytes, int]:
+    """The inbox line naming `channel`, and its bit in interest maps."""
+    return f"{_channel_file_name(channel)}\n".encode(), zlib.crc32(channel.encode()) % (INTEREST_BYTES * 8)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -109,6 +127,17 @@ class _Inbox:
 
     def __init__(self, directory: str, prefix: str, dispatch: Callable[[set[bytes]], None]) -> None:
         self.path = f"{directory}/{prefix}.fifo"
+        # The interest map exists before the inbox has its name: a notifier that finds the
+        # inbox finds its map (a missing map means "send everything").
+        self.interest_path = f"{directory}/{prefix}.interest"
+        map_fd = os.open(self.interest_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.ftruncate(map_fd, INTEREST_BYTES)
+            self.interest = mmap.mmap(map_fd, INTEREST_BYTES)
+        finally:
+            os.close(map_fd)
+        #: How many subscribed channels share each set bit.
+        self._bit_users: dict[int, int] = {}
         staging = f"{self.path}.new"  # opened before it gets its name: no notifier sees it unread
         with contextlib.suppress(FileNotFoundError):
             os.unlink(staging)
@@ -147,6 +176,22 @@ class _Inbox:
                 except Exception:  # never let a waiter's failure stop the wake-ups of the others
                     log.exception("notification dispatch failed")
 
+    def watch(self, bit: int) -> None:
+        """A channel of this bit has waiters now (called under the notifier's lock)."""
+        users = self._bit_users.get(bit, 0)
+        self._bit_users[bit] = users + 1
+        if not users:
+            self.interest[bit >> 3] |= 1 << (bit & 7)
+
+    def unwatch(self, bit: int) -> None:
+        """A channel of this bit has no waiters any more (called under the notifier's lock)."""
+        users = self._bit_users.get(bit, 0) - 1
+        if users > 0:
+            self._bit_users[bit] = users
+            return
+        self._bit_users.pop(bit, None)
+        self.interest[bit >> 3] &= ~(1 << (bit & 7)) & 0xFF
+
     def close(self) -> None:
         self._stop = True
         with contextlib.suppress(OSError):
@@ -154,6 +199,10 @@ class _Inbox:
         self._thread.join(timeout=2.0)
         with contextlib.suppress(OSError):
             os.unlink(self.path)
+        with contextlib.suppress(OSError):
+            os.unlink(self.interest_path)
+        with contextlib.suppress(BufferError, ValueError):
+            self.interest.close()
         for fd in (self.fd, self._keepalive):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -175,6 +224,8 @@ class Notifier:
         self._peers: tuple[int, list[str]] | None = None
         self._send_lock = threading.Lock()
         self._peer_fds: dict[str, int] = {}
+        #: Peers' interest maps (None: the peer has none, send it everything).
+        self._peer_maps: dict[str, mmap.mmap | None] = {}
         #: Peers whose inbox was full: they get a "wake everyone" line once it has room.
         self._overflowed: set[str] = set()
 
@@ -184,13 +235,17 @@ class Notifier:
     def subscribe(self, channel: str) -> Iterator[Subscription]:
         """Register a waiter on `channel` for the duration of the `with` block."""
         sub = Subscription(self, channel)
+        bit = _channel_line_and_bit(channel)[1]
         with self._lock:
             if self._inbox is None:
                 self._open_inbox()
+            inbox = self._inbox
+            assert inbox is not None
             subs = self._local.get(channel)
             if subs is None:
                 subs = self._local[channel] = set()
                 self._names[_channel_file_name(channel)] = channel
+                inbox.watch(bit)
             subs.add(sub)
         try:
             yield sub
@@ -202,6 +257,8 @@ class Notifier:
                     if not subs:
                         del self._local[channel]
                         self._names.pop(_channel_file_name(channel), None)
+                        if self._inbox is inbox:
+                            inbox.unwatch(bit)
 
     def _open_inbox(self) -> None:
         # Called with the lock held, on the first subscription.
@@ -247,10 +304,33 @@ class Notifier:
             return
         # Sent at once, not batched per event-loop turn: a caller that blocks right after
         # notifying (a CLI command, a test harness) must not hold other processes back.
-        line = f"{_channel_file_name(channel)}\n".encode()
+        line, bit = _channel_line_and_bit(channel)
+        index, mask = bit >> 3, 1 << (bit & 7)
         with self._send_lock:
             for prefix in peers:
+                interest = self._peer_maps.get(prefix, False)
+                if interest is False:
+                    interest = self._open_peer_map(prefix)
+                if interest is not None and not interest[index] & mask and prefix not in self._overflowed:
+                    continue  # nobody there waits on this channel
                 self._send(prefix, line)
+
+    def _open_peer_map(self, prefix: str) -> mmap.mmap | None:
+        # Called with the send lock held.
+        found: mmap.mmap | None = None
+        try:
+            fd = os.open(f"{self._inbox_dir}/{prefix}.interest", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            pass
+        else:
+            try:
+                found = mmap.mmap(fd, INTEREST_BYTES, prot=mmap.PROT_READ)
+            except (OSError, ValueError):  # not a map we know: send everything
+                found = None
+            finally:
+                os.close(fd)
+        self._peer_maps[prefix] = found
+        return found
 
     def _peer_prefixes(self) -> list[str]:
         """The other processes with an inbox (the listing is cached while the folder is unchanged)."""
@@ -294,8 +374,15 @@ class Notifier:
         except OSError:  # EPIPE: its reader is gone; look again next time
             del self._peer_fds[prefix]
             self._overflowed.discard(prefix)
+            self._forget_map(prefix)
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+    def _forget_map(self, prefix: str) -> None:
+        found = self._peer_maps.pop(prefix, None)
+        if found is not None:
+            with contextlib.suppress(BufferError, ValueError):
+                found.close()
 
     def close(self) -> None:
         """Stop reading the inbox and remove it."""
@@ -310,3 +397,5 @@ class Notifier:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             self._peer_fds.clear()
+            for prefix in list(self._peer_maps):
+                self._forget_map(prefix)

@@ -4,7 +4,7 @@ Layout of a data directory (see also `views.py`, `tokens.py`, `event_log.py`):
 
     wf-data.json                        {"format": "wf-local", "version": 1}
     runs/<run_id>/events.jsonl          the run's event log, append-only: the source of truth
-    runs/<run_id>/run.json, steps/, hooks/, waits/    materialized views of that log
+    runs/<run_id>/run.json              the run as folded from its log (a view of it)
     index/status/<status>/<run_id>      empty markers: runs by status
     tokens/<sha256(token)>.json         live hook tokens, unique across runs
     queue/, streams/, notify/           owned by LocalQueue, LocalStreams, Notifier
@@ -56,7 +56,6 @@ from ..runtime.entities import (
     RunStatus,
     Step,
     Wait,
-    WaitStatus,
     utcnow,
 )
 from ..runtime.errors import CorruptDataError, EntityConflictError, InvalidIdError, NotFoundError
@@ -69,7 +68,7 @@ from .files import datasync, fsync_dir
 from .notify import Notifier
 from .syncer import Syncer
 from .tokens import TokenIndex
-from .views import StatusIndex, ViewWriter, entity_bytes, read_run_view, read_view, run_view_bytes, write_view
+from .views import StatusIndex, ViewWriter, read_run_view, read_view, run_view_bytes, write_view
 
 log = logging.getLogger("wf.world_local")
 
@@ -149,7 +148,6 @@ class _LockTimeout(Exception):
 class _Changes:
     """What one commit touched, for the view updates after it."""
 
-    entities: dict[str, set[str]] = field(default_factory=lambda: {"steps": set(), "hooks": set(), "waits": set()})
     #: (token, hook_id) of hooks disposed by the commit.
     released: list[tuple[str, str]] = field(default_factory=list)
     #: (token, hook_id) claimed in the token index by this call (undone if it aborts).
@@ -553,19 +551,9 @@ class RunStore:
         if et in _TERMINAL_RUN_EVENTS:
             for hook_id, hook in state.hooks.items():
                 if hook.status == HookStatus.ACTIVE:
-                    changes.entities["hooks"].add(hook_id)
                     changes.released.append((hook.token, hook_id))
-            for wait_id, wait in state.waits.items():
-                if wait.status == WaitStatus.WAITING:
-                    changes.entities["waits"].add(wait_id)
-            return
-        if et == E.HOOK_CONFLICT:
-            return
-        kind = event_kind(et)
-        if kind is not None:
-            changes.entities[kind].add(cid)
-            if et == E.HOOK_DISPOSED:
-                changes.released.append((state.hooks[cid].token, cid))
+        elif et == E.HOOK_DISPOSED:
+            changes.released.append((state.hooks[cid].token, cid))
 
     def _append(self, handle: _RunHandle, view: LogView, data: bytes, changes: _Changes, *, sync: bool) -> None:
         """The commit point: one write of all lines at the end of the log, then fdatasync
@@ -655,24 +643,13 @@ class RunStore:
         run = state.run
         assert run is not None
         if handle.views_dirty:
-            self._write_all_views(handle, view, sync=False)
+            self._write_run_view(handle, view, sync=False)
             handle.views_dirty = False
-        else:
-            entities: dict[str, dict[str, Step | Hook | Wait]] = {
-                "steps": state.steps, "hooks": state.hooks, "waits": state.waits,  # type: ignore[dict-item]
-            }
-            for kind, ids in changes.entities.items():
-                for entity_id in ids:
-                    entity = entities[kind].get(entity_id)
-                    if entity is not None:
-                        data = entity_bytes(entity, view.created_seq.get((kind, entity_id)))
-                        # Off the commit path (creating a file costs 0.1-0.4 ms here), and never
-                        # synced: readers use the log's fold, these files only mirror it.
-                        self.view_writer.write_later(f"{handle.run_dir}/{kind}/{entity_id}.json", data)
-            if status_before != run.status:
-                # run.json, for listings by status, only when the status changes: it records the
-                # log size it reflects, and a reader that finds the log longer folds the log.
-                self.view_writer.write_later(f"{handle.run_dir}/run.json", run_view_bytes(run, view.size))
+        elif status_before != run.status:
+            # run.json, for listings by status, only when the status changes: it records the
+            # log size it reflects, and a reader that finds the log longer folds the log.
+            # Written behind the commit and never synced: it only mirrors the log.
+            self.view_writer.write_later(f"{handle.run_dir}/run.json", run_view_bytes(run, view.size))
         # A marker moves only once its commit is durable, so that a power loss never leaves one
         # ahead of the log. Moves are not synced: a marker left behind still says
         # pending/running, and start() then re-folds the run from its log and moves it.
@@ -683,39 +660,23 @@ class RunStore:
         for token, hook_id in changes.released:
             self.tokens.release(token, handle.run_id, hook_id)
 
-    def _write_all_views(self, handle: _RunHandle, view: LogView, *, sync: bool, only_changed: bool = False) -> int:
-        """Write every view of the run from its fold (run.json last); return how many were written.
-
-        With `only_changed`, views whose file already holds the expected bytes are left alone.
-        """
-        self.view_writer.flush()  # nothing older may land after these
-        state = view.state
-        assert state.run is not None
-        groups: tuple[tuple[str, dict[str, Step] | dict[str, Hook] | dict[str, Wait]], ...] = (
-            ("steps", state.steps), ("hooks", state.hooks), ("waits", state.waits),
-        )
-        expected = [
-            (f"{handle.run_dir}/{kind}/{entity_id}.json", entity_bytes(entity, view.created_seq.get((kind, entity_id))))
-            for kind, entities in groups
-            for entity_id, entity in entities.items()
-        ]
-        expected.append((f"{handle.run_dir}/run.json", run_view_bytes(state.run, view.size)))
-        written = 0
-        for path, data in expected:
-            if only_changed:
-                try:
-                    if read_view(path).rstrip(b" ") == data:
-                        continue
-                except OSError:
-                    pass
-            write_view(path, data, fsync=sync)
-            written += 1
-        if sync and written:
-            for kind, entities in groups:
-                if entities:
-                    fsync_dir(handle.run_dir / kind)
+    def _write_run_view(self, handle: _RunHandle, view: LogView, *, sync: bool, only_changed: bool = False) -> bool:
+        """Write run.json from the fold; with `only_changed`, leave it alone if it already holds
+        those bytes. Whether it was written."""
+        self.view_writer.flush()  # nothing older may land after it
+        assert view.state.run is not None
+        path = f"{handle.run_dir}/run.json"
+        data = run_view_bytes(view.state.run, view.size)
+        if only_changed:
+            try:
+                if read_view(path).rstrip(b" ") == data:
+                    return False
+            except OSError:
+                pass
+        write_view(path, data, fsync=sync)
+        if sync:
             fsync_dir(handle.run_dir)
-        return written
+        return True
 
     # --- reading the log ---
 
@@ -815,10 +776,9 @@ class RunStore:
             if run is None:
                 self.index.set_only(run_id, None)
                 return None
-            written = self._write_all_views(handle, view, sync=self.fsync, only_changed=True)
+            if self._write_run_view(handle, view, sync=self.fsync, only_changed=True):
+                log.info("run %s: rewrote its view, which lagged behind its log", run_id)
             handle.views_dirty = False
-            if written:
-                log.info("run %s: rewrote %d view file(s) that lagged behind its log", run_id, written)
             for hook in view.state.hooks.values():
                 if hook.status == HookStatus.DISPOSED:
                     self.tokens.release(hook.token, run_id, hook.hook_id)

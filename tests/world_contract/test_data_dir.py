@@ -270,25 +270,22 @@ async def test_start_repairs_a_corrupt_view_of_an_active_run(world: World, data_
                                                               make_world: MakeWorld) -> None:
     run_id = await new_run(world)
     await new_step(world, run_id, "s1")
-    world._store.view_writer.flush()  # type: ignore[attr-defined]  # step views are written behind the log
+    world._store.view_writer.flush()  # type: ignore[attr-defined]  # views are written behind the log
     (data_dir / "runs" / run_id / "run.json").write_bytes(b"")
-    (data_dir / "runs" / run_id / "steps" / "s1.json").write_bytes(b"{not json")
     restarted = await make_world()
     await assert_views_match_log(restarted, run_id)
 
 
-async def test_a_corrupt_step_view_does_not_affect_reads_and_is_rewritten_on_start(
-        world: World, data_dir: Path, make_world: MakeWorld) -> None:
+async def test_steps_hooks_and_waits_are_served_from_the_log_with_no_file_of_their_own(
+        world: World, data_dir: Path) -> None:
     run_id = await new_run(world)
     await new_step(world, run_id, "s1")
     await new_step(world, run_id, "s2")
     world._store.view_writer.flush()  # type: ignore[attr-defined]
-    (data_dir / "runs" / run_id / "steps" / "s1.json").write_bytes(b'{"step_id": 1}')
-    # Reads come from the log (the source of truth), not from the view files.
+    # One view file per run; its steps are folded from the log (where they are current).
+    assert sorted(p.name for p in (data_dir / "runs" / run_id).iterdir()) == ["events.jsonl", "run.json"]
     assert (await world.steps.get(run_id, "s1")).step_name
     assert [s.step_id for s in (await world.steps.list(run_id)).data] == ["s1", "s2"]
-    restarted = await make_world()
-    await assert_views_match_log(restarted, run_id)
 
 
 async def test_one_unreadable_run_does_not_stop_start(world: World, data_dir: Path, make_world: MakeWorld,
