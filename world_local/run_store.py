@@ -721,13 +721,17 @@ class RunStore:
         """How many events the run's log holds (0 if it does not exist); reads only new bytes."""
         path = f"{self.runs_str}/{validate_id(run_id, 'run id')}/events.jsonl"
         try:
-            size = os.stat(path).st_size
+            stat = os.stat(path)
         except FileNotFoundError:
             return 0
+        size = stat.st_size
         with self._lines_lock:
             known = self._lines.get(run_id)
             if known is not None and known[0] == size:
                 return len(known[1])  # nothing new since we last looked: no need to open it
+        folded = self._current_fold(run_id, path, stat)
+        if folded is not None:
+            return folded[1]  # this process wrote (or folded) the log up to its end
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -814,7 +818,7 @@ class RunStore:
         run_dir = f"{self.runs_str}/{validate_id(run_id, 'run id')}"
         known = self._current_fold(run_id, f"{run_dir}/events.jsonl")
         if known is not None:
-            return known
+            return known[0]
         try:
             run, log_size = read_run_view(f"{run_dir}/run.json")
             if os.stat(f"{run_dir}/events.jsonl").st_size == log_size:
@@ -827,8 +831,9 @@ class RunStore:
             raise NotFoundError(f"run {run_id} not found")
         return folded
 
-    def _current_fold(self, run_id: str, log_path: str) -> Run | None:
-        """The run from this process's fold of its log, if that covers the whole log (else None).
+    def _current_fold(self, run_id: str, log_path: str, stat: os.stat_result | None = None) -> tuple[Run, int] | None:
+        """The run and its event count from this process's fold of its log, if that covers the
+        whole log (else None). `stat`: the log's, if the caller has just taken it.
 
         Free for a run this process writes (a worker, or a client next to one): no file is read.
         """
@@ -838,7 +843,7 @@ class RunStore:
                 kept = self._kept_folds.get(run_id)
                 if kept is None or kept.state.run is None:
                     return None
-                run, size, ino = kept.state.run, kept.size, kept.ino
+                run, size, ino, count = kept.state.run, kept.size, kept.ino, kept.count
         if handle is not None:  # a commit in progress here may have applied events not yet written
             if not handle.lock.acquire(blocking=False):
                 return None
@@ -846,14 +851,15 @@ class RunStore:
                 view = handle.view
                 if view is None or view.state.run is None:
                     return None
-                run, size, ino = view.state.run, view.size, view.ino
+                run, size, ino, count = view.state.run, view.size, view.ino, view.count
             finally:
                 handle.lock.release()
-        try:
-            stat = os.stat(log_path)
-        except OSError:
-            return None
-        return run if stat.st_size == size and stat.st_ino == ino else None
+        if stat is None:
+            try:
+                stat = os.stat(log_path)
+            except OSError:
+                return None
+        return (run, count) if stat.st_size == size and stat.st_ino == ino else None
 
     def entity(self, run_id: str, kind: str, entity_id: str) -> tuple[int, Step | Hook | Wait] | None:
         """One step, hook or wait (with its creation seq) from the fold; None if the run has none such."""
