@@ -82,7 +82,7 @@ def committed_lines(data: bytes) -> tuple[list[tuple[int, int]], int]:
     return spans, good
 
 
-def parse_line(data: bytes, span: tuple[int, int], path: Path, line_no: int) -> Event:
+def parse_line(data: bytes, span: tuple[int, int], path: str | Path, line_no: int) -> Event:
     """The event on one committed line. CorruptDataError naming the file and line if it is not one."""
     try:
         raw: Any = orjson.loads(data[span[0] : span[1]])

@@ -38,6 +38,7 @@ import hashlib
 import logging
 import mmap
 import os
+import re
 import select
 import threading
 import time
@@ -59,9 +60,12 @@ def _channel_line_and_bit(channel: str) -> tuple[bytes, int]:
     return f"{_channel_file_name(channel)}\n".encode(), zlib.crc32(channel.encode()) % (INTEREST_BYTES * 8)
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
 @functools.lru_cache(maxsize=4096)
 def _channel_file_name(channel: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in channel)[:48]
+    safe = _UNSAFE.sub("_", channel[:48])
     digest = hashlib.sha256(channel.encode()).hexdigest()[:12]
     return f"{safe}.{digest}"
 

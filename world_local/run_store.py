@@ -125,10 +125,10 @@ class _RunHandle:
     __slots__ = ("fd", "lock", "log_path", "new_run_status", "pending_moves", "run_dir", "run_id", "users", "view",
                  "views_dirty")
 
-    def __init__(self, run_id: str, run_dir: Path, fd: int) -> None:
+    def __init__(self, run_id: str, run_dir: str, fd: int) -> None:
         self.run_id = run_id
         self.run_dir = run_dir
-        self.log_path = run_dir / "events.jsonl"
+        self.log_path = f"{run_dir}/events.jsonl"
         self.fd = fd
         self.lock = threading.Lock()
         self.view: LogView | None = None
@@ -156,7 +156,7 @@ class _Changes:
     written: bool = False
 
 
-def _apply(view: LogView, event: Event, path: Path) -> None:
+def _apply(view: LogView, event: Event, path: str | Path) -> None:
     try:
         apply(view.state, event)
     except (AssertionError, KeyError, TypeError, ValueError) as exc:
@@ -222,14 +222,15 @@ class RunStore:
                 handle.users += 1
                 self._handles.move_to_end(run_id)
                 return handle
-        run_dir = self.runs_dir / run_id
-        log_path = run_dir / "events.jsonl"
+        run_dir = f"{self.runs_str}/{run_id}"
+        log_path = f"{run_dir}/events.jsonl"
         try:
             fd = os.open(log_path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
         except FileNotFoundError:
             if not create:
                 return None
-            run_dir.mkdir(exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(run_dir)
             fd = os.open(log_path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         with self._handles_lock:
             handle = self._handles.get(run_id)
@@ -244,19 +245,22 @@ class RunStore:
 
     def _evict(self) -> None:
         # Called with _handles_lock held: close the least recently used idle handles.
-        if len(self._handles) <= MAX_OPEN_RUNS:
+        excess = len(self._handles) - MAX_OPEN_RUNS
+        if excess <= 0:
             return
-        for run_id in list(self._handles):
-            if len(self._handles) <= MAX_OPEN_RUNS:
-                break
-            handle = self._handles[run_id]
+        idle = []
+        for run_id, handle in self._handles.items():  # oldest first; stop once enough are found
             if handle.users == 0:
-                del self._handles[run_id]
-                os.close(handle.fd)
-                if handle.view is not None:
-                    self._kept_folds[run_id] = handle.view
-                    if len(self._kept_folds) > MAX_KEPT_FOLDS:
-                        self._kept_folds.popitem(last=False)
+                idle.append(run_id)
+                if len(idle) == excess:
+                    break
+        for run_id in idle:
+            handle = self._handles.pop(run_id)
+            os.close(handle.fd)
+            if handle.view is not None:
+                self._kept_folds[run_id] = handle.view
+                if len(self._kept_folds) > MAX_KEPT_FOLDS:
+                    self._kept_folds.popitem(last=False)
 
     def _release_handle(self, handle: _RunHandle) -> None:
         with self._handles_lock:
@@ -692,14 +696,14 @@ class RunStore:
             raise NotFoundError(f"run {run_id} not found")
         return data, spans, path
 
-    def read_lines(self, run_id: str, start: int, stop: int | None) -> tuple[bytes, list[tuple[int, int]], Path]:
+    def read_lines(self, run_id: str, start: int, stop: int | None) -> tuple[bytes, list[tuple[int, int]], str]:
         """Committed lines [start, stop) of a run's log: their bytes and spans within them.
 
         Only the bytes of those lines are read: where each line begins is remembered per
         run (bytes before the last committed line never change), so following a growing
         log costs what it grew by. NotFoundError if the run has no log.
         """
-        path = self.run_dir(run_id) / "events.jsonl"
+        path = f"{self.runs_str}/{validate_id(run_id, 'run id')}/events.jsonl"
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:

@@ -183,6 +183,7 @@ class StatusIndex:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root_str = str(root)
         for status in RunStatus:
             (root / status.value).mkdir(parents=True, exist_ok=True)
         self._source = root / ".marker"
@@ -194,8 +195,8 @@ class StatusIndex:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
         os.replace(tmp, self._source)  # the old source keeps its links
 
-    def _path(self, status: RunStatus, run_id: str) -> Path:
-        return self.root / status.value / run_id
+    def _path(self, status: RunStatus, run_id: str) -> str:
+        return f"{self._root_str}/{status.value}/{run_id}"
 
     def mark(self, run_id: str, status: RunStatus, *, fsync: bool) -> None:
         """Record that the run has `status` (does not remove other markers)."""
@@ -215,7 +216,7 @@ class StatusIndex:
         else:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
         if fsync:
-            fsync_dir(path.parent)
+            fsync_dir(self.root / status.value)
 
     def unmark(self, run_id: str, status: RunStatus, *, fsync: bool = False) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -244,7 +245,7 @@ class StatusIndex:
     def set_only(self, run_id: str, status: RunStatus | None) -> None:
         """Leave exactly the marker of `status` (none if None): repairs after a crash."""
         for other in RunStatus:
-            exists = self._path(other, run_id).exists()
+            exists = os.path.exists(self._path(other, run_id))
             if other == status and not exists:
                 self.mark(run_id, other, fsync=False)
             elif other != status and exists:
