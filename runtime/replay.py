@@ -139,6 +139,8 @@ class WorkflowInstance:
         self._counters = {"step": 0, "wait": 0, "hook": 0, "child": 0}
         self._pending: dict[str, Command] = {}  # issued, not yet matched by a creation event
         self.steps: dict[str, StepCall] = {}
+        #: Steps whose result the code has not got yet (may lag a loop turn behind: never too few).
+        self.open_steps: set[str] = set()
         self.timers: dict[str, DurableTimer] = {}
         self.wait_resume: dict[str, datetime] = {}
         self.hooks: dict[str, Hook] = {}
@@ -276,6 +278,8 @@ class WorkflowInstance:
         future = self.loop.create_future()
         self._pending[cid] = command
         self.steps[cid] = StepCall(command, future, step)
+        self.open_steps.add(cid)
+        future.add_done_callback(lambda _, cid=cid: self.open_steps.discard(cid))
 
         async def result() -> Any:
             return await future

@@ -240,7 +240,7 @@ def apply(state: RunState, event: Event) -> RunState:
     et = event.event_type
     at = event.created_at
     data = event.data
-    run = state.run
+    run = state.base_run  # run events set event_count and updated_at themselves
 
     if et == E.RUN_CREATED:
         state.run = Run(

@@ -447,6 +447,17 @@ class Worker:
             await self._wait(drive, timers)
 
     @staticmethod
+    def _awaits_others(drive: _Drive) -> bool:
+        """Whether the code may be waiting on something another process writes to the log: a
+        hook's payload (children report through hooks too) or the result of a queued step."""
+        instance = drive.instance
+        if instance.hooks:
+            return True
+        steps = instance.steps
+        return any(cid not in drive.inline and steps[cid].command.recorded and not steps[cid].future.done()
+                   for cid in instance.open_steps)
+
+    @staticmethod
     def _awaits_steps(instance: WorkflowInstance) -> bool:
         return any(call.command.recorded and not call.future.done() for call in instance.steps.values())
 
@@ -529,6 +540,11 @@ class Worker:
         timeout = None
         if timers:
             timeout = max((min(timers.values()) - utcnow()).total_seconds(), 0.0)
+        if not self._awaits_others(drive):
+            # Only our inline steps (and timers) can move the code: nothing in the log to watch
+            # for. (A cancellation written meanwhile refuses our next commit, and replay ends the run.)
+            await asyncio.wait(list(drive.inline.values()), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            return
         # Most inline steps are quick: wait for them alone first, and only then also watch the
         # log for what others write (a hook payload, a queued step's result).
         first = QUICK_STEP_SECONDS if timeout is None else min(QUICK_STEP_SECONDS, timeout)

@@ -461,7 +461,7 @@ class RunStore:
                 f"run {handle.run_id}: the log holds {view.count} events, the batch expected {expected_seq}"
             )
         state = view.state
-        run_before = state.run
+        run_before = state.base_run  # its status is current; only counters may lag
         status_before = run_before.status if run_before is not None else None
         changes = _Changes()
         outcomes: list[tuple[Event, list[Event]]] = []

@@ -167,6 +167,32 @@ async def test_cancelling_a_sleeping_run(world, worker):
     assert (await run.events_async())[-1].event_type == EventType.RUN_CANCELLED
 
 
+@wf.step
+async def slow_step(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "done"
+
+
+@wf.workflow
+async def two_slow_steps() -> str:
+    await slow_step(0.4)
+    return await slow_step(0.4)
+
+
+async def test_cancelling_a_run_while_its_step_runs_ends_it_before_the_next_step(world, worker):
+    run = await wf.start_async(two_slow_steps)
+    for _ in range(200):
+        if [s.status for s in (await world.steps.list(run.id)).data] == ["running"]:
+            break
+        await asyncio.sleep(0.01)
+    await run.cancel_async()
+    with pytest.raises(wf.WorkflowRunCancelledError):
+        await run.result_async(timeout=5)
+    await asyncio.sleep(0.6)  # the first step finishes meanwhile: the run must not go on
+    assert [s.step_id for s in (await world.steps.list(run.id)).data] == ["step_1"]
+    assert (await world.runs.get(run.id)).status == "cancelled"
+
+
 async def test_a_child_that_ended_while_nobody_told_the_parent_is_picked_up(world, start_worker):
     """The worker that recorded the child's end died before resuming the parent's hook:
     the parent's next replay finds the ended child and takes its outcome."""
