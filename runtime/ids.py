@@ -17,7 +17,7 @@ _RAND_MAX = (1 << 80) - 1
 
 def new_ulid() -> str:
     """A ULID string, strictly increasing within this process (even within one millisecond)."""
-    global _last_ms, _last_rand
+    global _last_ms, _last_rand, _last_prefix
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms <= _last_ms:
@@ -28,18 +28,27 @@ def new_ulid() -> str:
                 rand = int.from_bytes(os.urandom(10), "big") >> 1
         else:
             rand = int.from_bytes(os.urandom(10), "big") >> 1  # headroom for increments
+        if ms != _last_ms or not _last_prefix:
+            _last_prefix = _encode_bits(ms, 50)  # the time: the first 10 characters
         _last_ms, _last_rand = ms, rand
-    return _encode((ms << 80) | rand)
+        prefix = _last_prefix
+    return prefix + _encode_bits(rand, 80)
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits -> 2 characters
+_last_prefix = ""
+
+
+def _encode_bits(value: int, bits: int) -> str:
+    """The low `bits` bits of `value` (a multiple of 10) as Crockford base32, 2 characters per 10 bits."""
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in range(bits - 10, -10, -10)])
 
 
 def _encode(value: int) -> str:
     """A 128-bit integer as the 26 Crockford base32 characters of a ULID."""
-    pairs = _PAIRS
-    return "".join([pairs[(value >> shift) & 1023] for shift in range(120, -10, -10)])
+    return _encode_bits(value, 130)
 
 
 def new_run_id() -> str:
