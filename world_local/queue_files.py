@@ -5,6 +5,7 @@
     messages/.<...>.tmp     a file being written (removed by rescans once stale)
     corrupt/                unreadable files moved aside
     trash/                  removed and replaced files, deleted by a background thread
+    spare/                  removed files kept for reuse (see inode_pool.py)
 
 Writers hold the queue lock. A new file is created in place (`O_EXCL`) or, when fsynced,
 staged under a temporary name and renamed; an existing one is replaced atomically. The
@@ -12,7 +13,9 @@ hot path (enqueue, take, ack) never renames over an existing file: on ext4 that 
 the new file's data out to disk, and unlinking it soon after would wait for that write.
 Files that may have reached the disk are not unlinked under the lock either, since
 freeing written blocks can take a millisecond (see file_reaper.py); a file this process
-created unsynced moments ago is still only in memory and is unlinked at once.
+created unsynced moments ago is still only in memory and is unlinked at once. Most removed
+files are not deleted at all but kept in `spare/` and reused for the next unsynced message
+or lease file, which then costs renames instead of an inode allocation.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from ..runtime.ids import new_ulid
 from . import faults
 from .file_reaper import FileReaper
 from .files import fsync_dir, write_bytes_atomic, write_new_file
+from .inode_pool import InodePool
 from .queue_index import Lease, MessageRecord
 
 logger = logging.getLogger("wf.world_local")
@@ -96,6 +100,7 @@ class MessageFiles:
         self._corrupt = root / "corrupt"
         self._tag = tag
         self._reaper = FileReaper(root / "trash", tag)
+        self._pool = InodePool(root / "spare", tag)
         #: Files this process created unsynced (and did not rename over), oldest first.
         self._fresh: collections.OrderedDict[str, float] = collections.OrderedDict()
 
@@ -186,7 +191,7 @@ class MessageFiles:
         path = self.message_path(record.message_id)
         if staged is not None:
             os.rename(staged, path)
-        else:
+        elif durable or not self._pool.write_new(path, data):
             create_file(path, data, durable=durable)
             if not durable:
                 self._created_fresh(path)
@@ -204,6 +209,8 @@ class MessageFiles:
 
     def _remove(self, path: str) -> None:
         created = self._fresh.pop(path, None)
+        if self._pool.put(path):
+            return
         if created is not None and time.monotonic() - created < FRESH_SECONDS:
             unlink(path)
         else:
@@ -224,6 +231,8 @@ class MessageFiles:
         path = self.lease_path(message_id)
         data = orjson.dumps(lease.to_doc())
         if not replacing:
+            if self._pool.write_new(path, data):  # (a lease left by an interrupted ack is replaced)
+                return
             try:
                 create_file(path, data, durable=False)
                 self._created_fresh(path)

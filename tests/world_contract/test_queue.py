@@ -545,7 +545,7 @@ async def test_a_corrupt_message_file_is_skipped_with_a_warning(
     assert list((data_dir / "queue" / "corrupt").iterdir())  # moved aside, not deleted
 
 
-async def test_acked_and_deleted_messages_leave_no_files_behind(
+async def test_acked_and_deleted_messages_leave_no_message_files_behind(
     make_world: Callable[..., Any], data_dir: Path, local_only: None
 ) -> None:
     world = await make_world()
@@ -561,8 +561,32 @@ async def test_acked_and_deleted_messages_leave_no_files_behind(
             await world.queue.ack(message)
     await world.close()  # lets the background deletions finish
 
-    leftovers = [p.relative_to(data_dir) for p in (data_dir / "queue").rglob("*") if p.is_file()]
-    assert sorted(str(p) for p in leftovers) == ["queue/changes.log", "queue/lock"]
+    leftovers = [str(p.relative_to(data_dir)) for p in (data_dir / "queue").rglob("*") if p.is_file()]
+    # Removed files wait in spare/ to be reused (no more than were ever removed); nothing else stays.
+    spares = [p for p in leftovers if p.startswith("queue/spare/")]
+    assert sorted(set(leftovers) - set(spares)) == ["queue/changes.log", "queue/lock"]
+    assert len(spares) <= 2 * 21
+
+
+async def test_the_files_of_acked_messages_are_reused_for_new_ones(
+    make_world: Callable[..., Any], data_dir: Path, local_only: None
+) -> None:
+    world = await make_world()
+    messages = data_dir / "queue" / "messages"
+    seen: set[int] = set()
+    reused = 0
+    for n in range(30):
+        await world.queue.enqueue(Q, {"n": n})
+        message = await world.queue.take([Q])
+        assert message is not None and message.payload == {"n": n}
+        inodes = {p.stat().st_ino for p in messages.iterdir()}
+        assert len(inodes) == 2  # the message and its lease
+        reused += len(inodes & seen)
+        seen |= inodes
+        await world.queue.ack(message)
+    await world.close()
+    assert reused >= 2 * 28  # after the first round trip, no file is created anew
+    assert len(list((data_dir / "queue" / "spare").iterdir())) == 2
 
 
 async def test_hostile_queue_names_and_keys_stay_inside_the_data_dir(
