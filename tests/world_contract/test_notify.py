@@ -100,3 +100,16 @@ def test_closing_removes_the_inbox_and_its_map(tmp_path: Path) -> None:
         assert len(list((tmp_path / "notify" / "inbox").iterdir())) == 2
     n.close()
     assert list((tmp_path / "notify" / "inbox").iterdir()) == []
+
+
+def test_the_inbox_and_map_of_a_dead_process_are_removed(tmp_path: Path) -> None:
+    inbox = tmp_path / "notify" / "inbox"
+    inbox.mkdir(parents=True)
+    dead = 2**22 + 12345  # above pid_max's default: no such process
+    for suffix in (".fifo", ".interest"):
+        (inbox / f"{dead}-abc{suffix}").write_bytes(b"")
+    n = Notifier(tmp_path / "notify")
+    with n.subscribe("c"):
+        assert sorted(p.name.split(".")[-1] for p in inbox.iterdir()) == ["fifo", "interest"]
+        assert not any(p.name.startswith(str(dead)) for p in inbox.iterdir())
+    n.close()
