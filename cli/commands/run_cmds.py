@@ -93,8 +93,15 @@ def start(
         if not isinstance(keywords, dict):
             fail("--kwargs must be a JSON object")
     world = open_world(data_dir)
-    code = run_async(_start(world, workflow, positional, keywords, wait, idempotency_key, timeout, as_json))
+    code = run_async(_start_and_close(world, workflow, positional, keywords, wait, idempotency_key, timeout, as_json))
     raise typer.Exit(code)
+
+
+async def _start_and_close(world: World, *args: Any) -> int:
+    try:
+        return await _start(world, *args)
+    finally:
+        await world.close()  # writes the views still pending, removes this process's inbox
 
 
 async def _start(world: World, ref: str, args: list[Any], kwargs: dict[str, Any], wait: bool,

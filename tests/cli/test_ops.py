@@ -156,3 +156,12 @@ def test_drain_makes_a_running_worker_exit(fresh: Path) -> None:
         assert worker.wait(timeout=10) == 0
     finally:
         stop_process(worker)
+
+
+def test_start_wait_leaves_the_run_view_written_and_no_inbox_behind(fresh: Path) -> None:
+    done = wf_cli(fresh, "start", "tests/cli/flows.py:sleeper", "0", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    view = json.loads((fresh / "runs" / run_id / "run.json").read_text())
+    assert (view["status"], view["output"]) == ("completed", "woke")
+    assert list((fresh / "notify" / "inbox").iterdir()) == []  # the command closed its World
