@@ -116,6 +116,30 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_ticks() -> list[int] | None:
+    """The machine's CPU time so far by kind (/proc/stat: user, nice, system, idle, iowait,
+    irq, softirq, steal), in clock ticks; None where /proc/stat is unavailable."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    return [int(v) for v in fields[1:9]]
+
+
+def cpu_shares(before: list[int] | None, after: list[int] | None) -> dict[str, float] | None:
+    """Idle (with I/O wait) and stolen shares of all CPUs between two `machine_cpu_ticks()`, in %."""
+    if before is None or after is None:
+        return None
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(delta)
+    if total <= 0:
+        return None
+    return {"idle_pct": round(100 * (delta[3] + delta[4]) / total, 1), "steal_pct": round(100 * delta[7] / total, 1)}
+
+
 def stop_worker_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
     """SIGTERM each worker (it drains and exits), SIGKILL what is left after `timeout`."""
     for p in procs:

@@ -21,6 +21,10 @@ def _f(x: Any, digits: int = 1) -> str:
     return "" if x is None else f"{x:.{digits}f}"
 
 
+def _shares(shares: dict[str, float] | None) -> str:
+    return "" if not shares else f"{_f(shares.get('idle_pct'))} / {_f(shares.get('steal_pct'))}"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -90,12 +94,13 @@ def render(report: dict[str, Any]) -> str:
                          f"{_f(s['fifo_first10_median_s'], 2)} / {_f(s['fifo_last10_median_s'], 2)}",
                          str(s["stuck_runs"]), str(s["queue_messages_left"]),
                          ", ".join(_f(p, 0) for p in s["worker_peak_rss_mb"] if p is not None),
-                         _f(s.get("worker_cpu_ms_per_step"), 2)])
+                         _f(s.get("worker_cpu_ms_per_step"), 2), _f(s.get("client_cpu_ms_per_run"), 2),
+                         _shares(s.get("machine_cpu"))])
         out.append("### Scale and fairness (4 x 50 ms service calls per workflow, submitted at once; "
                    "completion times from the first submission)\n\n"
                    + _table(["workflows", "workers x concurrency", "submit s", "total s", "steps/s", "p50 s", "p90 s",
                              "p99 s", "FIFO first/last 10% median s", "stuck", "queue left", "peak RSS MB",
-                             "worker CPU ms/step"], body))
+                             "worker CPU ms/step", "client CPU ms/run", "machine idle / stolen %"], body))
     if report.get("goals"):
         body = [[g["goal"], g["target"], g["measured"], {True: "yes", False: "**no**", None: "-"}[g["met"]]]
                 for g in report["goals"]]

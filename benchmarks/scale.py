@@ -8,6 +8,7 @@ and the peak RSS (VmHWM) of each worker process.
 from __future__ import annotations
 
 import asyncio
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -19,7 +20,9 @@ from wf.runtime.entities import RunStatus
 from . import workloads as w
 from .harness import (
     cpu_seconds,
+    cpu_shares,
     in_process,
+    machine_cpu_ticks,
     peak_rss_mb,
     start_worker_processes,
     stop_worker_processes,
@@ -44,15 +47,13 @@ async def _submit(n: int) -> tuple[list[str], float]:
 
 
 async def _await_all(world: Any, ids: list[str], deadline: float) -> None:
-    """Wait, in submission order, until every run has ended or the deadline passes."""
+    """Wait, in submission order, until every run has ended or the deadline passes: the way
+    `run.result_async()` waits (woken by the run's end only, not by each of its events)."""
     for run_id in ids:
-        while True:
-            run = await world.runs.get(run_id, resolve_data=False)
-            if run.status.terminal or time.monotonic() > deadline:
-                break
-            await world.events.wait(run_id, after_seq=run.event_count - 1, timeout=0.5)
-        if time.monotonic() > deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             return
+        await world.wait_for_end(run_id, timeout=remaining)
 
 
 async def run_scale(n: int, workers: int, *, concurrency: int, fsync: bool = True, timeout: float = 900,
@@ -64,9 +65,11 @@ async def run_scale(n: int, workers: int, *, concurrency: int, fsync: bool = Tru
         try:
             await wait_workers_live(world, procs)
             wall0 = time.time()
+            ticks0, client0 = machine_cpu_ticks(), resource.getrusage(resource.RUSAGE_SELF)
             ids, submit_s = await _submit(n)
             progress(f"  scale: {n} runs submitted in {submit_s:.1f} s")
             await _await_all(world, ids, time.monotonic() + timeout)
+            shares, client1 = cpu_shares(ticks0, machine_cpu_ticks()), resource.getrusage(resource.RUSAGE_SELF)
             peaks = [peak_rss_mb(p.pid) for p in procs]
             cpu = [cpu_seconds(p.pid) for p in procs]
             statuses: dict[str, int] = {}
@@ -104,8 +107,15 @@ async def run_scale(n: int, workers: int, *, concurrency: int, fsync: bool = Tru
         # CPU the workers used (start-up included) per step: what caps throughput on a busy machine.
         "worker_cpu_ms_per_step": round(sum(c for c in cpu if c is not None) * 1000 / (n * STEPS_PER_RUN), 3)
         if all(c is not None for c in cpu) else None,
+        # CPU of this process, which submits the runs and waits for them (all its threads).
+        "client_cpu_ms_per_run": round((client1.ru_utime - client0.ru_utime + client1.ru_stime - client0.ru_stime)
+                                       * 1000 / n, 3),
+        # The whole machine while the runs were submitted and driven: idle (with I/O wait) and
+        # stolen by the hypervisor, in % of all CPUs. Near-zero idle means CPU-bound.
+        "machine_cpu": shares,
     }
     progress(f"  scale: {n} x {STEPS_PER_RUN} steps, {workers} worker(s): {result['total_s']} s, "
              f"{result['steps_per_s']} steps/s, worker CPU {result['worker_cpu_ms_per_step']} ms/step, "
+             f"client CPU {result['client_cpu_ms_per_run']} ms/run, machine {result['machine_cpu']}, "
              f"stuck {result['stuck_runs']}")
     return result

@@ -34,6 +34,9 @@ def test_smoke_run_writes_json_with_every_section(tmp_path: Path) -> None:
     assert scale["stuck_runs"] == 0
     assert scale["statuses"] == {"completed": 20}
     assert scale["worker_peak_rss_mb"][0] > 0
+    assert scale["client_cpu_ms_per_run"] > 0
+    shares = scale["machine_cpu"]
+    assert 0 <= shares["idle_pct"] <= 100 and 0 <= shares["steal_pct"] <= 100
     assert {g["goal"] for g in report["goals"]} >= {"empty workflow, fsync on", "FIFO (worst scale run)"}
     assert "Overhead" in proc.stdout  # the table was printed
 
