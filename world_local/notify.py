@@ -218,7 +218,9 @@ class Notifier:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._inbox_dir = f"{self.root}/inbox"
-        self._prefix = f"{os.getpid()}-{id(self):x}"
+        # Unique for good: a name reused by a later inbox would meet descriptors and maps
+        # that other notifiers keep for the old one (id(self) is reused after a close).
+        self._prefix = f"{os.getpid()}-{os.urandom(6).hex()}"
         self._lock = threading.Lock()
         self._local: dict[str, set[Subscription]] = {}
         #: channel line name -> channel, for the channels with local waiters.
@@ -230,6 +232,8 @@ class Notifier:
         self._peer_fds: dict[str, int] = {}
         #: Peers' interest maps (None: the peer has none, send it everything).
         self._peer_maps: dict[str, mmap.mmap | None] = {}
+        #: The peer listing the cached descriptors and maps were last checked against.
+        self._pruned_for: list[str] | None = None
         #: Peers whose inbox was full: they get a "wake everyone" line once it has room.
         self._overflowed: set[str] = set()
 
@@ -304,6 +308,9 @@ class Notifier:
         for sub in local:
             sub._wake()
         peers = self._peer_prefixes()
+        if peers is not self._pruned_for:  # the listing changed: let go of processes that left
+            with self._send_lock:
+                self._forget_departed(peers)
         if not peers:
             return
         # Sent at once, not batched per event-loop turn: a caller that blocks right after
@@ -318,6 +325,18 @@ class Notifier:
                 if interest is not None and not interest[index] & mask and prefix not in self._overflowed:
                     continue  # nobody there waits on this channel
                 self._send(prefix, line)
+
+    def _forget_departed(self, peers: list[str]) -> None:
+        # Called with the send lock held: close what we kept open for inboxes that are gone
+        # (every `wf start` is a process with an inbox: a long-lived worker sees thousands).
+        present = set(peers)
+        for prefix in [p for p in self._peer_fds if p not in present]:
+            with contextlib.suppress(OSError):
+                os.close(self._peer_fds.pop(prefix))
+        for prefix in [p for p in self._peer_maps if p not in present]:
+            self._forget_map(prefix)
+        self._overflowed &= present
+        self._pruned_for = peers
 
     def _open_peer_map(self, prefix: str) -> mmap.mmap | None:
         # Called with the send lock held.
@@ -357,30 +376,33 @@ class Notifier:
 
     def _send(self, prefix: str, line: bytes) -> None:
         # Called with the send lock held.
-        fd = self._peer_fds.get(prefix)
-        if fd is None:
-            path = f"{self._inbox_dir}/{prefix}.fifo"
+        for _ in range(2):  # a second time if the descriptor we kept was for a reader now gone
+            fd = self._peer_fds.get(prefix)
+            if fd is None:
+                path = f"{self._inbox_dir}/{prefix}.fifo"
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                except OSError as exc:
+                    if exc.errno == errno.ENXIO and not _pid_alive(prefix):  # nobody reads it: its process is gone
+                        with contextlib.suppress(OSError):
+                            os.unlink(path)
+                    return
+                self._peer_fds[prefix] = fd
+            if prefix in self._overflowed:
+                line = _WAKE_ALL + b"\n"
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO and not _pid_alive(prefix):  # nobody reads it: its process is gone
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
-                return
-            self._peer_fds[prefix] = fd
-        if prefix in self._overflowed:
-            line = _WAKE_ALL + b"\n"
-        try:
-            os.write(fd, line)
-            self._overflowed.discard(prefix)
-        except BlockingIOError:  # its inbox is full (the process is busy or stopped)
-            self._overflowed.add(prefix)
-        except OSError:  # EPIPE: its reader is gone; look again next time
-            del self._peer_fds[prefix]
-            self._overflowed.discard(prefix)
-            self._forget_map(prefix)
-            with contextlib.suppress(OSError):
-                os.close(fd)
+                os.write(fd, line)
+                self._overflowed.discard(prefix)
+            except BlockingIOError:  # its inbox is full (the process is busy or stopped)
+                self._overflowed.add(prefix)
+            except OSError:  # EPIPE: that reader is gone
+                del self._peer_fds[prefix]
+                self._overflowed.discard(prefix)
+                self._forget_map(prefix)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                continue
+            return
 
     def _forget_map(self, prefix: str) -> None:
         found = self._peer_maps.pop(prefix, None)

@@ -4,6 +4,7 @@ its channel, and only those (two Notifiers stand for two processes: each has its
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,3 +114,18 @@ def test_the_inbox_and_map_of_a_dead_process_are_removed(tmp_path: Path) -> None
         assert sorted(p.name.split(".")[-1] for p in inbox.iterdir()) == ["fifo", "interest"]
         assert not any(p.name.startswith(str(dead)) for p in inbox.iterdir())
     n.close()
+
+
+async def test_a_long_lived_notifier_keeps_nothing_open_for_processes_that_left(tmp_path: Path) -> None:
+    worker = Notifier(tmp_path / "notify")
+    fds_before = len(os.listdir("/proc/self/fd"))
+    for i in range(40):  # forty short-lived clients, each waiting on its run while the worker notifies
+        client = Notifier(tmp_path / "notify")
+        with client.subscribe(f"run:r{i}") as sub:
+            worker.notify(f"run:r{i}")
+            assert await sub.wait(2.0) is True
+        client.close()
+        await asyncio.sleep(0.11)  # the inbox folder's time settles: the worker trusts a fresh listing
+    worker.notify("run:last")  # the next notification looks at the listing again
+    assert len(os.listdir("/proc/self/fd")) <= fds_before + 1
+    worker.close()
