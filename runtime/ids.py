@@ -46,11 +46,6 @@ def _encode_bits(value: int, bits: int) -> str:
     return "".join([pairs[(value >> shift) & 1023] for shift in range(bits - 10, -10, -10)])
 
 
-def _encode(value: int) -> str:
-    """A 128-bit integer as the 26 Crockford base32 characters of a ULID."""
-    return _encode_bits(value, 130)
-
-
 def new_run_id() -> str:
     """A fresh run id: `wrun_` + ULID."""
     return "wrun_" + new_ulid()

@@ -139,8 +139,8 @@ class WorkflowInstance:
         self._counters = {"step": 0, "wait": 0, "hook": 0, "child": 0}
         self._pending: dict[str, Command] = {}  # issued, not yet matched by a creation event
         self.steps: dict[str, StepCall] = {}
-        #: Steps whose result the code has not got yet (may lag a loop turn behind: never too few).
-        self.open_steps: set[str] = set()
+        #: Steps issued whose result the code may not have got yet (`awaited_steps` prunes it).
+        self._open_steps: set[str] = set()
         self.timers: dict[str, DurableTimer] = {}
         self.wait_resume: dict[str, datetime] = {}
         self.hooks: dict[str, Hook] = {}
@@ -278,8 +278,7 @@ class WorkflowInstance:
         future = self.loop.create_future()
         self._pending[cid] = command
         self.steps[cid] = StepCall(command, future, step)
-        self.open_steps.add(cid)
-        future.add_done_callback(lambda _, cid=cid: self.open_steps.discard(cid))
+        self._open_steps.add(cid)
 
         async def result() -> Any:
             return await future
@@ -344,6 +343,13 @@ class WorkflowInstance:
         return WorkflowMetadata(self.run_id, self.workflow_name, self.started_at)
 
     # --- what the worker reads ---
+
+    def awaited_steps(self) -> list[str]:
+        """Recorded steps whose result the code has not got yet (cost: the steps still open)."""
+        steps = self.steps
+        done = [cid for cid in self._open_steps if steps[cid].future.done()]
+        self._open_steps.difference_update(done)
+        return [cid for cid in self._open_steps if steps[cid].command.recorded]
 
     def new_commands(self) -> list[Command]:
         """Commands issued by the code and not yet in the log, in the order they were issued."""

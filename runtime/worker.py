@@ -436,7 +436,7 @@ class Worker:
                 drive.instance = await self._fresh_instance(run_id, drive.workflow)
             await self._act(drive)
             if not drive.inline:
-                if timers and self.skip_time and not self._awaits_steps(instance):
+                if timers and self.skip_time and not instance.awaited_steps():
                     cid, at = min(timers.items(), key=lambda item: item[1])
                     self._speculate(drive, Event(run_id, E.WAIT_COMPLETED, correlation_id=cid), at=max(at, utcnow()))
                     continue
@@ -451,15 +451,7 @@ class Worker:
         """Whether the code may be waiting on something another process writes to the log: a
         hook's payload (children report through hooks too) or the result of a queued step."""
         instance = drive.instance
-        if instance.hooks:
-            return True
-        steps = instance.steps
-        return any(cid not in drive.inline and steps[cid].command.recorded and not steps[cid].future.done()
-                   for cid in instance.open_steps)
-
-    @staticmethod
-    def _awaits_steps(instance: WorkflowInstance) -> bool:
-        return any(call.command.recorded and not call.future.done() for call in instance.steps.values())
+        return bool(instance.hooks) or any(cid not in drive.inline for cid in instance.awaited_steps())
 
     def _speculate_commands(self, drive: _Drive, commands: list[Any]) -> None:
         run_id = drive.run_id

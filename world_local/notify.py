@@ -1,22 +1,20 @@
 """Cross-process wake-ups on named channels, without busy polling.
 
 Every Notifier (one per World object) that waits on anything owns one FIFO, its inbox:
-`<notify>/inbox/<pid>-<id>.fifo`, read by one thread. Waiting on a channel costs no file at
-all: the channel is registered in memory. `notify(channel)` wakes waiters in this process
-directly, and writes the channel's name, one line, into every other process's inbox (a few
-processes share a data directory; a write to a FIFO costs microseconds, far less than
-keeping per-channel files up to date). The inbox thread wakes the channel's local waiters,
-if it has any, and drops the line otherwise.
+`<notify>/inbox/<pid>-<random>.fifo`, read by one thread. Waiting on a channel costs no file
+at all: the channel is registered in memory. A channel is known across processes by its bit,
+its CRC-32 modulo 65,536. Beside each inbox lies its interest map, `<pid>-<random>.interest`:
+65,536 bits shared with `mmap`, where the owner sets the bit of every channel it has waiters
+on. `notify(channel)` wakes waiters in this process directly, and writes the channel's bit,
+one line, into the inbox of every other process whose map has that bit set (so a worker's
+commits do not wake every process on the machine; a write to a FIFO costs microseconds).
+The inbox thread wakes the waiters of every channel of that bit (another channel sharing
+the bit gets a spurious wake-up, which edge-triggered waiters shrug off).
 
-Each inbox has an interest map beside it, `<pid>-<id>.interest`: 65,536 bits, shared with
-`mmap`, where the owner sets the bit of every channel it has waiters on (a channel's bit is
-its CRC-32 modulo the map's size). A notifier writes only to the inboxes whose map has the
-channel's bit set, so a worker's commits do not wake every other process on the machine
-(a shared bit costs a line the reader drops). The owner sets a bit before the waiter
-checks its condition, and a notifier reads it after its change is made, so one of the two
-sees the other. An inbox whose process died is removed by the
-next notifier that finds nobody reading it. Subscribe *before* checking the condition you
-wait for, so that no wake-up can slip between the check and the wait:
+The owner sets a bit before the waiter checks its condition, and a notifier reads it after
+its change is made, so one of the two sees the other. An inbox whose process died is
+removed by the next notifier that finds nobody reading it. Subscribe *before* checking the
+condition you wait for, so that no wake-up can slip between the check and the wait:
 
     with notifier.subscribe("queue") as sub:
         while not ready():
@@ -34,11 +32,9 @@ import contextlib
 import errno
 import fcntl
 import functools
-import hashlib
 import logging
 import mmap
 import os
-import re
 import select
 import threading
 import time
@@ -55,19 +51,9 @@ INTEREST_BYTES = 8192
 
 
 @functools.lru_cache(maxsize=8192)
-def _channel_line_and_bit(channel: str) -> tuple[bytes, int]:
-    """The inbox line naming `channel`, and its bit in interest maps."""
-    return f"{_channel_file_name(channel)}\n".encode(), zlib.crc32(channel.encode()) % (INTEREST_BYTES * 8)
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-
-
-@functools.lru_cache(maxsize=4096)
-def _channel_file_name(channel: str) -> str:
-    safe = _UNSAFE.sub("_", channel[:48])
-    digest = hashlib.sha256(channel.encode()).hexdigest()[:12]
-    return f"{safe}.{digest}"
+def _channel_bit(channel: str) -> int:
+    """The channel's bit in interest maps, also the line (in hex) that names it in inboxes."""
+    return zlib.crc32(channel.encode()) % (INTEREST_BYTES * 8)
 
 
 def _pid_alive(prefix: str) -> bool:
@@ -140,8 +126,6 @@ class _Inbox:
             self.interest = mmap.mmap(map_fd, INTEREST_BYTES)
         finally:
             os.close(map_fd)
-        #: How many subscribed channels share each set bit.
-        self._bit_users: dict[int, int] = {}
         staging = f"{self.path}.new"  # opened before it gets its name: no notifier sees it unread
         with contextlib.suppress(FileNotFoundError):
             os.unlink(staging)
@@ -180,21 +164,12 @@ class _Inbox:
                 except Exception:  # never let a waiter's failure stop the wake-ups of the others
                     log.exception("notification dispatch failed")
 
-    def watch(self, bit: int) -> None:
-        """A channel of this bit has waiters now (called under the notifier's lock)."""
-        users = self._bit_users.get(bit, 0)
-        self._bit_users[bit] = users + 1
-        if not users:
+    def set_bit(self, bit: int, on: bool) -> None:
+        """Tell other processes whether this process waits on channels of `bit` (under the notifier's lock)."""
+        if on:
             self.interest[bit >> 3] |= 1 << (bit & 7)
-
-    def unwatch(self, bit: int) -> None:
-        """A channel of this bit has no waiters any more (called under the notifier's lock)."""
-        users = self._bit_users.get(bit, 0) - 1
-        if users > 0:
-            self._bit_users[bit] = users
-            return
-        self._bit_users.pop(bit, None)
-        self.interest[bit >> 3] &= ~(1 << (bit & 7)) & 0xFF
+        else:
+            self.interest[bit >> 3] &= ~(1 << (bit & 7)) & 0xFF
 
     def close(self) -> None:
         self._stop = True
@@ -223,8 +198,8 @@ class Notifier:
         self._prefix = f"{os.getpid()}-{os.urandom(6).hex()}"
         self._lock = threading.Lock()
         self._local: dict[str, set[Subscription]] = {}
-        #: channel line name -> channel, for the channels with local waiters.
-        self._names: dict[str, str] = {}
+        #: bit -> the channels of that bit with local waiters.
+        self._by_bit: dict[int, set[str]] = {}
         self._inbox: _Inbox | None = None
         #: (inbox folder mtime, prefixes of the other processes' inboxes), for notify().
         self._peers: tuple[int, list[str]] | None = None
@@ -243,7 +218,7 @@ class Notifier:
     def subscribe(self, channel: str) -> Iterator[Subscription]:
         """Register a waiter on `channel` for the duration of the `with` block."""
         sub = Subscription(self, channel)
-        bit = _channel_line_and_bit(channel)[1]
+        bit = _channel_bit(channel)
         with self._lock:
             if self._inbox is None:
                 self._open_inbox()
@@ -252,8 +227,10 @@ class Notifier:
             subs = self._local.get(channel)
             if subs is None:
                 subs = self._local[channel] = set()
-                self._names[_channel_file_name(channel)] = channel
-                inbox.watch(bit)
+                channels = self._by_bit.setdefault(bit, set())
+                if not channels:
+                    inbox.set_bit(bit, True)
+                channels.add(channel)
             subs.add(sub)
         try:
             yield sub
@@ -264,9 +241,12 @@ class Notifier:
                     subs.discard(sub)
                     if not subs:
                         del self._local[channel]
-                        self._names.pop(_channel_file_name(channel), None)
-                        if self._inbox is inbox:
-                            inbox.unwatch(bit)
+                        channels = self._by_bit.get(bit, set())
+                        channels.discard(channel)
+                        if not channels:
+                            self._by_bit.pop(bit, None)
+                            if self._inbox is inbox:
+                                inbox.set_bit(bit, False)
 
     def _open_inbox(self) -> None:
         # Called with the lock held, on the first subscription.
@@ -293,8 +273,11 @@ class Notifier:
             else:
                 subs = []
                 for raw in names:
-                    channel = self._names.get(raw.decode("ascii", "replace"))
-                    if channel is not None:
+                    try:
+                        channels = self._by_bit.get(int(raw, 16), ())
+                    except ValueError:  # not a line of ours
+                        continue
+                    for channel in channels:
                         subs.extend(self._local.get(channel, ()))
         for sub in subs:
             sub._wake()
@@ -315,7 +298,8 @@ class Notifier:
             return
         # Sent at once, not batched per event-loop turn: a caller that blocks right after
         # notifying (a CLI command, a test harness) must not hold other processes back.
-        line, bit = _channel_line_and_bit(channel)
+        bit = _channel_bit(channel)
+        line = b"%x\n" % bit
         index, mask = bit >> 3, 1 << (bit & 7)
         with self._send_lock:
             for prefix in peers:
@@ -415,7 +399,7 @@ class Notifier:
         with self._lock:
             inbox, self._inbox = self._inbox, None
             self._local.clear()
-            self._names.clear()
+            self._by_bit.clear()
         if inbox is not None:
             inbox.close()
         with self._send_lock:

@@ -3,7 +3,7 @@
     <data>/wf-data.json      format marker (see data_dir.py)
     <data>/runs, index, tokens    storage (run_store.py, views.py, tokens.py)
     <data>/queue             LocalQueue        <data>/streams    LocalStreams
-    <data>/notify            Notifier inboxes and channel markers (cross-process wake-ups)
+    <data>/notify            Notifier inboxes and interest maps (cross-process wake-ups)
 
 `WF_DATA_DIR` picks the directory (default `./.wf`). `WF_FSYNC=0` turns fsync off: much
 faster, and safe against a crash of the process, but a power loss or kernel crash may

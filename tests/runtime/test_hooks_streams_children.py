@@ -179,6 +179,24 @@ async def two_slow_steps() -> str:
     return await slow_step(0.4)
 
 
+@wf.workflow
+async def hook_or_slow_step(token: str) -> str:
+    hook = asyncio.ensure_future(wf.create_hook(token=token))
+    step = asyncio.ensure_future(slow_step(5.0))
+    done, _ = await asyncio.wait([hook, step], return_when=asyncio.FIRST_COMPLETED)
+    return "hook" if hook in done else "step"
+
+
+async def test_a_hook_payload_reaches_the_code_while_a_step_of_the_run_still_runs(world, worker, hook_ready):
+    run = await wf.start_async(hook_or_slow_step, "while-a-step-runs")
+    await hook_ready("while-a-step-runs")
+    started = asyncio.get_running_loop().time()
+    await wf.resume_hook_async("while-a-step-runs", 1)
+    assert await run.result_async(timeout=10) == "hook"
+    # The driver watches the log during the 5 s step: the payload is fed at once, not after it.
+    assert asyncio.get_running_loop().time() - started < 2.5
+
+
 async def test_cancelling_a_run_while_its_step_runs_ends_it_before_the_next_step(world, worker):
     run = await wf.start_async(two_slow_steps)
     for _ in range(200):

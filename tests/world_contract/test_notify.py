@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wf.world_local.notify import INTEREST_BYTES, Notifier, _channel_line_and_bit
+from wf.world_local.notify import INTEREST_BYTES, Notifier, _channel_bit
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[Notifier, Notifier]]:
 
 
 def _bit_set(path: Path, channel: str) -> bool:
-    bit = _channel_line_and_bit(channel)[1]
+    bit = _channel_bit(channel)
     return bool(path.read_bytes()[bit >> 3] & (1 << (bit & 7)))
 
 
@@ -54,7 +54,7 @@ async def test_a_process_waiting_on_other_channels_is_not_sent_the_line(
         pair: tuple[Notifier, Notifier], tmp_path: Path) -> None:
     a, b = pair
     watched, other = "run:watched", "run:other"
-    assert _channel_line_and_bit(watched)[1] != _channel_line_and_bit(other)[1]
+    assert _channel_bit(watched) != _channel_bit(other)
     with b.subscribe(watched) as sub:
         seen = _lines_seen(b)
         interest = next((tmp_path / "notify" / "inbox").glob("*.interest"))
@@ -65,7 +65,7 @@ async def test_a_process_waiting_on_other_channels_is_not_sent_the_line(
         a.notify(watched)
         assert await sub.wait(2.0) is True
         await asyncio.sleep(0.05)
-        assert seen and all(names == {_channel_line_and_bit(watched)[0].strip()} for names in seen)
+        assert seen and all(names == {b"%x" % _channel_bit(watched)} for names in seen)
     assert not _bit_set(interest, watched)  # nobody waits on it any more
 
 
@@ -73,8 +73,8 @@ async def test_a_bit_shared_by_two_channels_stays_set_while_either_has_a_waiter(
         pair: tuple[Notifier, Notifier], tmp_path: Path) -> None:
     a, b = pair
     first = "run:x0"
-    bit = _channel_line_and_bit(first)[1]
-    second = next(f"run:x{i}" for i in range(1, 10**6) if _channel_line_and_bit(f"run:x{i}")[1] == bit)
+    bit = _channel_bit(first)
+    second = next(f"run:x{i}" for i in range(1, 10**6) if _channel_bit(f"run:x{i}") == bit)
     with b.subscribe(first):
         interest = next((tmp_path / "notify" / "inbox").glob("*.interest"))
         with b.subscribe(second) as sub:
