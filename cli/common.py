@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -25,8 +24,10 @@ from ..runtime.errors import (
     NotFoundError,
     RunNotFoundError,
     SerializationError,
+    StorageUnavailableError,
     WfError,
     WorkflowNotFoundError,
+    WorldConfigError,
     WorldError,
 )
 from ..runtime.loader import LoadError
@@ -70,7 +71,8 @@ def handle_errors(fn: Callable[..., T]) -> Callable[..., T]:
             err_console.print(f"error: {exc}", markup=False)
             raise typer.Exit(exc.code) from None
         except (RunNotFoundError, WorkflowNotFoundError, InvalidIdError, LoadError, SerializationError,
-                DataDirError, CorruptDataError, NotFoundError) as exc:
+                DataDirError, CorruptDataError, NotFoundError, WorldConfigError,
+                StorageUnavailableError) as exc:
             err_console.print(f"error: {_one_line(exc)}", markup=False)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except (WorldError, WfError) as exc:
@@ -83,28 +85,39 @@ def handle_errors(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-#: The `--data-dir` option every command takes (WF_DATA_DIR, default ./.wf).
-DATA_DIR = typer.Option(None, "--data-dir", envvar="WF_DATA_DIR", help="Where runs are stored (default ./.wf).")
+#: The `--data-dir` option every command that touches runs takes: the local World's shorthand.
+DATA_DIR = typer.Option(
+    None, "--data-dir", help="The local World's data directory (default: WF_WORLD, else WF_DATA_DIR, else ./.wf)."
+)
+#: The `--world` option: where runs live, as a URL (API.md, "Choosing the World").
+WORLD = typer.Option(
+    None, "--world", help="Where runs live: postgresql://…, a path, file:PATH or module:factory (default WF_WORLD)."
+)
 
 
-def open_world(data_dir: Path | None, *, create: bool = True) -> World:
-    """The World for `data_dir` (WF_DATA_DIR, else ./.wf), configured as this process's.
+def world_url_for(data_dir: Path | None, world_url: str | None) -> str:
+    """The World URL a command uses: --world, else --data-dir, else WF_WORLD / WF_DATA_DIR / ./.wf."""
+    from ..runtime.config import default_world_url
 
-    With create=False a missing data directory is an error (for read-only commands).
+    if world_url and data_dir is not None:
+        fail("give --world or --data-dir, not both")
+    if world_url:
+        return world_url
+    if data_dir is not None:
+        return f"file:{data_dir}"
+    return default_world_url()
+
+
+def open_world(data_dir: Path | None = None, world_url: str | None = None, *, create: bool = True) -> World:
+    """The World the command's options name, configured as this process's.
+
+    With create=False a store that does not exist yet is an error (read-only commands).
     """
-    from ..runtime.config import configure, get_world
+    from ..runtime.config import configure, world_from_url
 
-    path = Path(data_dir) if data_dir is not None else Path(os.environ.get("WF_DATA_DIR", ".wf"))
-    from ..world_local.data_dir import MARKER
-
-    if not create and not (path / MARKER).exists():
-        if path.is_dir() and any(path.iterdir()):
-            fail(f"{path} is not a wf data directory (set --data-dir or WF_DATA_DIR)")
-        fail(f"no wf data directory at {path} (nothing has run here yet; set --data-dir or WF_DATA_DIR)")
-    if path.exists() and not path.is_dir():
-        fail(f"data directory {path} is not a directory")
-    configure(data_dir=path)
-    return get_world()
+    world = world_from_url(world_url_for(data_dir, world_url), create=create)
+    configure(world=world)
+    return world
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

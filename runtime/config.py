@@ -1,8 +1,15 @@
 """Which World this process uses, and the background loop behind wf's blocking calls.
 
-The runtime never imports a World implementation: `WF_WORLD` (default
-`wf.world_local.world:LocalWorld`) names the class, built with the data directory
-(`wf.configure(data_dir=...)`, else `WF_DATA_DIR`, else `./.wf`).
+A World is named by one string, the same for the library, the CLI and workers (API.md,
+"Choosing the World"):
+
+- `postgresql://…` / `postgres://…`: the Postgres World (`pip install 'wf[postgres]'`);
+- a path, or `file:PATH`: the local World on that data directory;
+- `module:factory`: a World of the user's own; `factory()` takes no argument.
+
+`wf.configure(world=...)` takes such a string or a World object; otherwise `WF_WORLD`, else
+`WF_DATA_DIR` (the local World's shorthand), else the local World in `./.wf`. The runtime
+never imports a World implementation: the known schemes map to module paths imported by name.
 """
 
 from __future__ import annotations
@@ -10,33 +17,52 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import inspect
 import os
+import re
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .errors import WorldConfigError
 from .world import World
 
 T = TypeVar("T")
 
-DEFAULT_WORLD = "wf.world_local.world:LocalWorld"
+#: The local World's class, by name: the default, and what a path or `file:` URL opens.
+LOCAL_WORLD = "wf.world_local.world:LocalWorld"
+#: URL schemes of the Worlds wf ships, and the extra that installs each.
+SCHEMES: dict[str, tuple[str, str]] = {
+    "postgresql": ("wf.world_postgres.world:PostgresWorld", "postgres"),
+    "postgres": ("wf.world_postgres.world:PostgresWorld", "postgres"),
+}
+_FACTORY_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 _lock = threading.Lock()
 _world: World | None = None
+_world_url: str | None = None
 _started: set[int] = set()
-_data_dir: Path | None = None
 
 
-def configure(*, data_dir: str | Path | None = None, world: World | None = None) -> None:
-    """Choose where runs live (`data_dir`) or hand wf a World object to use in this process."""
-    global _world, _data_dir
+def configure(*, world: World | str | Path | None = None, data_dir: str | Path | None = None) -> None:
+    """Choose where runs live in this process: a World URL or object (`world`), or a local `data_dir`.
+
+    With neither, wf goes back to `WF_WORLD` / `WF_DATA_DIR` / `./.wf`.
+    """
+    global _world, _world_url
+    if world is not None and data_dir is not None:
+        raise WorldConfigError("configure() takes world= or data_dir=, not both")
     with _lock:
         old = _world
-        _world = world
-        _data_dir = Path(data_dir) if data_dir is not None else None
+        if isinstance(world, World):
+            _world, _world_url = world, None
+        else:
+            _world = None
+            _world_url = str(world) if world is not None else (f"file:{data_dir}" if data_dir is not None else None)
         _started.clear()
-    if old is not None and old is not world:
+    if old is not None and old is not _world:
         _close_later(old)
 
 
@@ -45,14 +71,91 @@ def _close_later(world: World) -> None:
         _portal().call(world.close())
 
 
-def world_factory() -> type[World]:
-    spec = os.environ.get("WF_WORLD", DEFAULT_WORLD)
+def default_world_url() -> str:
+    """`WF_WORLD`, else `WF_DATA_DIR` as a `file:` URL, else `file:.wf`."""
+    url = os.environ.get("WF_WORLD", "").strip()
+    if url:
+        return url
+    return f"file:{os.environ.get('WF_DATA_DIR') or '.wf'}"
+
+
+def describe_world_url(url: str) -> str:
+    """The URL with any password hidden, for messages and logs."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def local_path(url: str) -> Path | None:
+    """The data directory a URL names when it is the local World's, else None."""
+    if url.startswith("file:"):
+        rest = url[len("file:"):]
+        return Path(rest[2:] if rest.startswith("//") else rest)
+    if _URL_SCHEME.match(url) or _FACTORY_SPEC.match(url):
+        return None
+    return Path(url)
+
+
+def _import(spec: str, what: str) -> Callable[..., Any]:
     module_name, _, attr = spec.partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise RuntimeError(f"WF_WORLD={spec!r} does not name a World class ({exc})") from exc
-    return cls  # type: ignore[no-any-return]
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except ImportError as exc:
+        raise WorldConfigError(f"{what}: cannot import {module_name!r} ({exc})") from exc
+    except AttributeError:
+        raise WorldConfigError(f"{what}: {module_name!r} has no {attr!r}") from None
+    if not callable(target):
+        raise WorldConfigError(f"{what}: {spec!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def _accepts(factory: Callable[..., Any], name: str) -> bool:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def world_from_url(url: str, *, create: bool = True, fsync: bool | None = None) -> World:
+    """A new (not started) World for `url` (see the module docs).
+
+    `create=False` refuses to make a new store (read-only commands: a missing data dir or an
+    unmigrated database is an error). WorldConfigError for a URL that names no World; the
+    World itself raises DataDirError / StorageUnavailableError for a store it cannot use.
+    """
+    url = url.strip()
+    if not url:
+        raise WorldConfigError("the World URL is empty")
+    shown = describe_world_url(url)
+    scheme = _URL_SCHEME.match(url)
+    if scheme:
+        name = scheme.group(1).lower()
+        if name == "file":
+            return _local(Path(url[len("file://"):]), create, fsync)
+        if name not in SCHEMES:
+            known = ", ".join(sorted({*SCHEMES, "file"}))
+            raise WorldConfigError(f"unknown World URL scheme {name!r} in {shown} (known: {known}, or module:factory)")
+        spec, extra = SCHEMES[name]
+        try:
+            cls = _import(spec, f"World {shown}")
+        except WorldConfigError:
+            raise WorldConfigError(f"the {name} World is not installed: pip install 'wf[{extra}]'") from None
+        return cls(url, create=create)  # type: ignore[no-any-return]
+    path = local_path(url)
+    if path is not None:
+        return _local(path, create, fsync)
+    factory = _import(url, f"WF_WORLD={url}")
+    kwargs = {"create": create} if _accepts(factory, "create") else {}
+    world = factory(**kwargs)
+    if not isinstance(world, World):
+        raise WorldConfigError(f"WF_WORLD={url}: {url} returned {type(world).__name__}, not a World")
+    return world
+
+
+def _local(path: Path, create: bool, fsync: bool | None) -> World:
+    cls = _import(LOCAL_WORLD, "the local World")
+    return cls(path, create=create, fsync=fsync)  # type: ignore[no-any-return]
 
 
 def get_world() -> World:
@@ -60,7 +163,7 @@ def get_world() -> World:
     global _world
     with _lock:
         if _world is None:
-            _world = world_factory()(_data_dir) if _data_dir is not None else world_factory()()  # type: ignore[call-arg]
+            _world = world_from_url(_world_url or default_world_url())
         return _world
 
 

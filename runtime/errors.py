@@ -62,6 +62,19 @@ class InvalidIdError(WorldError, ValueError):
     status = 400
 
 
+class StorageUnavailableError(WorldError):
+    """503: the storage cannot be reached or written right now (I/O error, full or read-only
+    disk, lost database connection). Retrying later may succeed; nothing was half-written."""
+
+    status = 503
+
+
+class WorldConfigError(WorldError, ValueError):
+    """A World URL or setting that names no usable World (bad scheme, missing extra, bad factory)."""
+
+    status = 400
+
+
 class DataDirError(WorldError):
     """The data directory is unusable: another format, unreadable, not a directory."""
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -55,7 +54,7 @@ from types import TracebackType
 from typing import Any
 
 from wf.runtime.client import Run, resume_hook_in, start_run
-from wf.runtime.config import configure, started_world, world_factory
+from wf.runtime.config import configure, local_path, started_world, world_from_url
 from wf.runtime.debugger import replay_run
 from wf.runtime.entities import Event, Hook
 from wf.runtime.errors import NotFoundError
@@ -92,22 +91,26 @@ def _run_id(run: Run | str) -> str:
     return run if isinstance(run, str) else run.id
 
 
-def _new_world(data_dir: Path) -> World:
-    cls = world_factory()
-    if "fsync" in inspect.signature(cls).parameters:
-        return cls(data_dir, fsync=False)  # type: ignore[call-arg]
-    return cls(data_dir)  # type: ignore[call-arg]
+def _new_world(store: str | Path | World) -> World:
+    """A World for a test: a local data dir (fsync off: a test needs no power-loss safety) or any World URL."""
+    if isinstance(store, World):
+        return store
+    if isinstance(store, Path):
+        store = f"file:{store}"
+    return world_from_url(store, fsync=False)
 
 
 class WorkflowEnv:
     """A private World on `data_dir` with a Worker in the current event loop (see the module docs)."""
 
-    def __init__(self, data_dir: str | Path, *, skip_time: bool = True, concurrency: int = 100,
+    def __init__(self, store: str | Path | World, *, skip_time: bool = True, concurrency: int = 100,
                  always_replay: bool | None = None, registry: Registry = REGISTRY, run_worker: bool = True) -> None:
-        """`run_worker=False` only observes: runs are executed by another process on the same data dir."""
-        self.data_dir = Path(data_dir)
+        """`store`: a data dir (Path), a World URL (str) or a World. `run_worker=False` only observes:
+        runs are executed by another process on the same store."""
         self.run_worker = run_worker
-        self.world = _new_world(self.data_dir)
+        self.world = _new_world(store)
+        self.url = store if isinstance(store, str) else (f"file:{store}" if isinstance(store, Path) else None)
+        self.data_dir = local_path(self.url) if self.url is not None else getattr(self.world, "data_dir", None)
         self.worker = Worker(self.world, registry=registry, concurrency=concurrency,
                              always_replay=always_replay, skip_time=skip_time)
         self.registry = registry
@@ -244,9 +247,15 @@ def _pytest_fixture() -> Any:
 
     @pytest_asyncio.fixture
     async def wf_env(tmp_path: Path) -> AsyncIterator[WorkflowEnv]:
-        """A WorkflowEnv on `tmp_path/"wf-data"`: private World, in-process worker, time skipping."""
-        async with WorkflowEnv(tmp_path / "wf-data") as env:
-            yield env
+        """A WorkflowEnv on a fresh store (`tmp_path/"wf-data"`, or per WF_TEST_WORLD), with a worker."""
+        from wf.world_testing.stores import fresh_store
+
+        store = fresh_store(tmp_path, "wf-data")
+        try:
+            async with WorkflowEnv(store.url) as env:
+                yield env
+        finally:
+            await store.drop()
 
     return wf_env
 

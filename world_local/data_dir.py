@@ -28,17 +28,24 @@ def _is_ignorable(name: str) -> bool:
     return name.startswith(f".{MARKER}.")
 
 
-def open_data_dir(path: Path, *, fsync: bool) -> Path:
+def open_data_dir(path: Path, *, fsync: bool, create: bool = True) -> Path:
     """Check (or create) the data directory at `path`; return its absolute path.
 
     Raises DataDirError when `path` is a file, unreadable, holds another format or
-    version, or is a non-empty directory that is not a wf data directory.
+    version, or is a non-empty directory that is not a wf data directory; with
+    `create=False`, also when it is not a wf data directory yet (nothing is made).
     """
     root = Path(path).absolute()
     marker = root / MARKER
     try:
         if root.exists() and not root.is_dir():
             raise DataDirError(f"data directory {root} is a file, not a directory")
+        if not create and not marker.exists():
+            if root.is_dir() and any(root.iterdir()):
+                raise DataDirError(f"{root} is not a wf data directory (set --world, --data-dir or WF_WORLD)")
+            raise DataDirError(
+                f"no wf data directory at {root} (nothing has run here yet; set --world, --data-dir or WF_WORLD)"
+            )
         root.mkdir(parents=True, exist_ok=True)
         try:
             meta = read_json(marker)

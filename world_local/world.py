@@ -45,9 +45,11 @@ def _env_fsync() -> bool:
 class LocalWorld(World):
     """Storage, queue and streams on the file system under `data_dir`."""
 
-    def __init__(self, data_dir: str | Path | None = None, *, fsync: bool | None = None) -> None:
+    def __init__(self, data_dir: str | Path | None = None, *, fsync: bool | None = None, create: bool = True) -> None:
+        """Open (with `create`, make) the data directory; DataDirError if it is not a wf data directory."""
         self.fsync = _env_fsync() if fsync is None else fsync
-        self.data_dir = open_data_dir(Path(data_dir) if data_dir is not None else default_data_dir(), fsync=self.fsync)
+        root = Path(data_dir) if data_dir is not None else default_data_dir()
+        self.data_dir = open_data_dir(root, fsync=self.fsync, create=create)
         self.notifier = Notifier(self.data_dir / "notify")
         self._store = RunStore(self.data_dir, self.notifier, fsync=self.fsync)
         self.runs = LocalRuns(self._store)

@@ -20,7 +20,7 @@ from ...runtime.loader import LoadError, import_path, module_name_for, python_fi
 from ...runtime.registry import REGISTRY
 from ...runtime.worker import Worker
 from ...runtime.world import World
-from ..common import DATA_DIR, console, err_console, handle_errors, open_world, run_async
+from ..common import DATA_DIR, WORLD, console, err_console, handle_errors, open_world, run_async
 from ..http_api import WEBHOOK_PREFIX, DevApi, serve
 
 STATUS_STYLE = {"pending": "dim", "running": "cyan", "completed": "green", "failed": "red", "cancelled": "yellow"}
@@ -39,11 +39,12 @@ def dev(
     reload: bool = typer.Option(True, "--reload/--no-reload", help="Reload changed modules."),
     live: bool = typer.Option(None, "--live/--no-live", help="Live view of runs (default: when on a terminal)."),
     data_dir: Path = DATA_DIR,
+    world_url: str = WORLD,
 ) -> None:
     """The local loop: run workflows, accept webhooks, reload code on change."""
     roots = paths or [Path(".")]
     loaded = _load(roots)
-    world = open_world(data_dir)
+    world = open_world(data_dir, world_url)
     show_live = console.is_terminal if live is None else live
     run_async(_dev(world, roots, loaded, host, port, concurrency, reload, show_live))
 

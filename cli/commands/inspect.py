@@ -11,7 +11,7 @@ from rich.text import Text
 
 from ...runtime.entities import Event, Hook, Run, Step, Wait, utcnow
 from ...runtime.world import World
-from ..common import DATA_DIR, console, fail, handle_errors, open_world, print_json, run_async
+from ..common import DATA_DIR, WORLD, console, fail, handle_errors, open_world, print_json, run_async
 from ..listings import KINDS, Filters, Listing, list_kind
 from ..render import between, clip, duration, error_line, fit_table, short_name, style_of, when_short
 from ..run_report import render_story
@@ -46,13 +46,14 @@ def inspect(
     full: bool = typer.Option(False, "--full", help="Show long payloads and every event whole."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     data_dir: Path = DATA_DIR,
+    world_url: str = WORLD,
 ) -> None:
     if target not in KINDS:
         given = [name for name, value in (("--status", status), ("--workflow", workflow), ("--run", run),
                                           ("--type", event_type), ("--cursor", cursor)) if value is not None]
         if given:
             fail(f"{', '.join(given)} apply to listings (wf inspect runs|steps|events|hooks|waits), not to a run id")
-    world = open_world(data_dir, create=False)
+    world = open_world(data_dir, world_url, create=False)
     if target in KINDS:
         filters = Filters(status=status, workflow=workflow, run=run, event_type=event_type)
         run_async(_listing(world, target, filters, limit, cursor, as_json))

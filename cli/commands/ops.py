@@ -26,6 +26,7 @@ from ...runtime.world import STEP_QUEUE, Message, World
 from ..common import (
     DATA_DIR,
     EXIT_CHECK_FAILED,
+    WORLD,
     console,
     err_console,
     fail,
@@ -79,12 +80,13 @@ def cancel(
     reason: str = typer.Option(None, "--reason", help="Recorded with the cancellation."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     data_dir: Path = DATA_DIR,
+    world_url: str = WORLD,
 ) -> None:
     """Cancel a run: it ends as cancelled; steps in flight may finish, its sleeps and hooks are dropped.
 
     Exit 1 if the run had already completed or failed.
     """
-    world = open_world(data_dir, create=False)
+    world = open_world(data_dir, world_url, create=False)
     code = run_async(_cancel(world, run_id, reason, as_json))
     raise typer.Exit(code)
 
@@ -128,10 +130,11 @@ def hook_resume(
     payload: str = typer.Argument(..., help="The payload, a JSON value."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     data_dir: Path = DATA_DIR,
+    world_url: str = WORLD,
 ) -> None:
     """Send a JSON payload to the live hook holding TOKEN (exit 2 if no live hook holds it)."""
     value = parse_json_arg(payload, "the payload")
-    world = open_world(data_dir, create=False)
+    world = open_world(data_dir, world_url, create=False)
     run_async(_hook_resume(world, token, value, as_json))
 
 
@@ -162,12 +165,13 @@ def stream(
     start: int = typer.Option(0, "--from", min=0, help="Start at this chunk index."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per chunk: {index, chunk}."),
     data_dir: Path = DATA_DIR,
+    world_url: str = WORLD,
 ) -> None:
     """Print a run's stream live, until it is closed or the run ends.
 
     Text and UTF-8 bytes are written as they are; other values one JSON line each.
     """
-    world = open_world(data_dir, create=False)
+    world = open_world(data_dir, world_url, create=False)
     run_async(_stream(world, run_id, namespace or DEFAULT_STREAM, start, as_json))
 
 
@@ -242,9 +246,10 @@ def queue_ls(
     queue: str = typer.Option(None, "--queue", "-q", help="Only this queue (workflow or step)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     data_dir: Path = DATA_DIR,
+    world_url: str = WORLD,
 ) -> None:
     """List queued messages (ready, delayed, leased), the oldest run's first."""
-    world = open_world(data_dir, create=False)
+    world = open_world(data_dir, world_url, create=False)
     run_async(_queue_ls(world, queue, as_json))
 
 
@@ -292,6 +297,7 @@ def queue_fail_pending(
     all_: bool = typer.Option(False, "--all", help="Every queued step, of every run."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     data_dir: Path = DATA_DIR,
+    world_url: str = WORLD,
 ) -> None:
     """Fail the queued steps so that their runs end (as failures) instead of hanging.
 
@@ -304,7 +310,7 @@ def queue_fail_pending(
         fail("name the steps to fail: --run RUN_ID, --workflow NAME, or --all")
     if run is not None:
         checked_run_id(run)
-    world = open_world(data_dir, create=False)
+    world = open_world(data_dir, world_url, create=False)
     run_async(_fail_pending(world, run, workflow, as_json))
 
 
@@ -376,12 +382,13 @@ def queue_drain(
     wait: float = typer.Option(None, "--wait", help="Wait up to this many seconds for the workers to exit."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     data_dir: Path = DATA_DIR,
+    world_url: str = WORLD,
 ) -> None:
     """Ask every running worker to finish its in-flight work and exit (workers started later are not affected).
 
     With --wait, exit 1 if workers are still alive when the time is up.
     """
-    world = open_world(data_dir, create=False)
+    world = open_world(data_dir, world_url, create=False)
     raise typer.Exit(run_async(_drain(world, wait, as_json)))
 
 
@@ -420,9 +427,10 @@ async def _drain(world: World, wait: float | None, as_json: bool) -> int:
 def recover(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     data_dir: Path = DATA_DIR,
+    world_url: str = WORLD,
 ) -> None:
     """Re-enqueue every active (pending or running) run, repairing views a crash left behind."""
-    world = open_world(data_dir, create=False)
+    world = open_world(data_dir, world_url, create=False)
     run_async(_recover(world, as_json))
 
 
@@ -452,6 +460,7 @@ def doctor(
     run: list[str] = typer.Option(None, "--run", help="Check only these runs."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     data_dir: Path = DATA_DIR,
+    world_url: str = WORLD,
 ) -> None:
     """Check that every active run will be driven, views agree with logs, no lease is held by a dead process.
 
@@ -460,7 +469,7 @@ def doctor(
     """
     for run_id in run or []:
         checked_run_id(run_id)
-    world = open_world(data_dir, create=False)
+    world = open_world(data_dir, world_url, create=False)
     raise typer.Exit(run_async(_doctor(world, fix, list(run) if run else None, as_json)))
 
 

@@ -22,6 +22,7 @@ from ...runtime.world import World
 from ..common import (
     DATA_DIR,
     EXIT_CHECK_FAILED,
+    WORLD,
     console,
     fail,
     handle_errors,
@@ -97,12 +98,13 @@ def replay(
     pdb: bool = typer.Option(False, "--pdb", help="Open the debugger at --until or at the divergence."),
     as_json: bool = typer.Option(False, "--json"),
     data_dir: Path = DATA_DIR,
+    world_url: str = WORLD,
 ) -> None:
     """Re-run the current workflow code against a run's event log: no step runs, nothing is written."""
     if (run_id is None) == (workflow is None):
         fail("give a RUN_ID, or --workflow NAME to replay all its runs")
     import_paths(path or [Path(".")])
-    world = open_world(data_dir, create=False)
+    world = open_world(data_dir, world_url, create=False)
     if workflow is not None:
         raise typer.Exit(run_async(_replay_all(world, workflow, as_json)))
     raise typer.Exit(run_async(_replay_one(world, run_id, trace, until, pdb, as_json)))
@@ -213,9 +215,10 @@ def fork(
     at: int = typer.Option(None, "--at", help="Keep events 0..N-1 (default: up to the first failure)."),
     as_json: bool = typer.Option(False, "--json"),
     data_dir: Path = DATA_DIR,
+    world_url: str = WORLD,
 ) -> None:
     """Start a new run that reuses the first N events of RUN_ID and continues on the current code."""
-    world = open_world(data_dir, create=False)
+    world = open_world(data_dir, world_url, create=False)
     new_id, kept = run_async(_fork(world, run_id, at))
     if as_json:
         print_json({"run_id": new_id, "forked_from": run_id, "events_kept": kept})

@@ -23,6 +23,7 @@ from ...runtime.world import World
 from ..common import (
     DATA_DIR,
     EXIT_CHECK_FAILED,
+    WORLD,
     console,
     err_console,
     fail,
@@ -84,6 +85,7 @@ def start(
     timeout: float = typer.Option(None, "--timeout", help="With --wait: give up after this many seconds."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     data_dir: Path = DATA_DIR,
+    world_url: str = WORLD,
 ) -> None:
     """Start a run of WORKFLOW and print its id (with --wait, its result)."""
     positional = [parse_json_arg(a, f"argument {i + 1}") for i, a in enumerate(args or [])]
@@ -92,7 +94,7 @@ def start(
         keywords = parse_json_arg(kwargs, "--kwargs")
         if not isinstance(keywords, dict):
             fail("--kwargs must be a JSON object")
-    world = open_world(data_dir)
+    world = open_world(data_dir, world_url)
     code = run_async(_start_and_close(world, workflow, positional, keywords, wait, idempotency_key, timeout, as_json))
     raise typer.Exit(code)
 
@@ -212,10 +214,11 @@ def worker(
     paths: list[Path] = typer.Argument(None, help="Workflow files, packages or folders (default: the current folder)."),
     concurrency: int = typer.Option(100, "--concurrency", "-c", min=1, help="Steps (and messages) handled at once."),
     data_dir: Path = DATA_DIR,
+    world_url: str = WORLD,
 ) -> None:
     """Run a worker: execute workflows and steps until SIGTERM/SIGINT, then drain and exit."""
     modules = import_paths(paths or [Path(".")])
-    world = open_world(data_dir)
+    world = open_world(data_dir, world_url)
     if not REGISTRY.workflows:
         err_console.print(f"warning: no workflows found in {len(modules)} module(s)", markup=False)
     run_async(_serve(world, concurrency))
