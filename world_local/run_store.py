@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import orjson
 from ulid import ULID
 
 from ..runtime.entities import (
@@ -594,9 +595,14 @@ class RunStore:
             if self.tokens.create(token, run_id, hook_id):
                 changes.claimed.append((token, hook_id))
                 return False
-            entry = self.tokens.read(token)
+            try:
+                entry = self.tokens.read(token)
+            except CorruptDataError as exc:
+                log.warning("hook token file damaged, rebuilding it from the logs: %s", exc)
+                self.repair_token(token, own=(run_id, state))
+                continue
             if entry is None:
-                continue  # released (or unreadable) in the meantime: try again
+                continue  # released in the meantime: try again
             if entry.run_id == run_id:
                 holder = state.hooks.get(entry.hook_id)
                 if holder is not None and holder.status == HookStatus.ACTIVE and holder.token == token:
@@ -621,7 +627,10 @@ class RunStore:
         try:
             validate_id(owner_run, "run id")
             with self.locked(owner_run, timeout=TOKEN_CHECK_TIMEOUT) as owner:
-                entry = self.tokens.read(token)
+                try:
+                    entry = self.tokens.read(token)
+                except CorruptDataError:
+                    return None  # damaged meanwhile: the caller looks again and repairs it
                 if entry is None or (entry.run_id, entry.hook_id) != (owner_run, owner_hook):
                     return None
                 if owner is not None:
@@ -636,6 +645,63 @@ class RunStore:
         except (CorruptDataError, InvalidIdError) as exc:
             log.warning("token held by unreadable run %s (%s): treating it as in use", owner_run, exc)
             return True
+
+    def repair_token(self, token: str, own: tuple[str, RunState] | None = None) -> None:
+        """Rebuild `token`'s damaged file from the logs: point it at the live hook that holds the
+        token, or remove it if none does. Nothing happens if the file is not damaged.
+
+        `own`: the run whose lock the caller holds, and its state. The holder is looked for
+        among the active runs (a hook lives only while its run does); a run whose lock stays
+        taken leaves the file as it is (it is repaired by the next one who meets it).
+        """
+        with self.tokens.damaged(token) as damaged:
+            if not damaged:
+                return
+            needle = orjson.dumps(token)
+            candidates = sorted(self.index.run_ids((RunStatus.PENDING, RunStatus.RUNNING)) - {own[0] if own else ""})
+            if own is not None and self._rebuild_for(token, own[0], own[1]):
+                return
+            for run_id in candidates:
+                try:
+                    validate_id(run_id, "run id")
+                    with open(f"{self.runs_str}/{run_id}/events.jsonl", "rb") as f:
+                        if needle not in f.read():
+                            continue
+                    with self.locked(run_id, timeout=TOKEN_CHECK_TIMEOUT) as handle:
+                        if handle is not None and self._rebuild_for(token, run_id, self.refresh(handle).state):
+                            return
+                except (FileNotFoundError, NotADirectoryError, InvalidIdError):
+                    continue
+                except _LockTimeout:
+                    log.warning("cannot repair the file of hook token %r: run %s stays locked", token, run_id)
+                    return
+                except CorruptDataError as exc:
+                    log.warning("repairing a hook token file: skipping unreadable run %s (%s)", run_id, exc)
+            self.tokens.remove_damaged(token)
+            log.warning("removed the damaged file of hook token %r: no live hook holds it", token)
+
+    def _rebuild_for(self, token: str, run_id: str, state: RunState) -> bool:
+        # With run_id's lock held: point the token at its live hook holding it, if it has one.
+        for hook in state.hooks.values():
+            if hook.status == HookStatus.ACTIVE and hook.token == token:
+                self.tokens.replace(token, run_id, hook.hook_id)
+                log.warning("rebuilt the damaged file of hook token %r: run %s, hook %s", token, run_id, hook.hook_id)
+                return True
+        return False
+
+    def _ensure_tokens(self, run_id: str, state: RunState) -> None:
+        """With the run's lock held: every live hook of the run has its token file (a power loss may
+        have lost or damaged it), unless another run's live hook took the token meanwhile."""
+        for hook in state.hooks.values():
+            if hook.status != HookStatus.ACTIVE:
+                continue
+            try:
+                entry = self.tokens.read(hook.token)
+            except CorruptDataError:
+                self.repair_token(hook.token, own=(run_id, state))
+                continue
+            if entry is None and self.tokens.create(hook.token, run_id, hook.hook_id):
+                log.warning("run %s: rewrote the missing file of its hook token %r", run_id, hook.token)
 
     # --- views ---
 
@@ -790,6 +856,8 @@ class RunStore:
             for hook in view.state.hooks.values():
                 if hook.status == HookStatus.DISPOSED:
                     self.tokens.release(hook.token, run_id, hook.hook_id)
+            if not run.status.terminal:
+                self._ensure_tokens(run_id, view.state)
             self.index.set_only(run_id, run.status)
             return run
 

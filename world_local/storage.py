@@ -221,7 +221,15 @@ class LocalHooks(HooksStorage):
         """The live hook holding `token`. NotFoundError if no live hook holds it."""
         if not isinstance(token, str) or not token:
             raise InvalidIdError(f"invalid hook token {token!r}: use a non-empty string")
-        entry = self._store.tokens.read(token)
+        try:
+            entry = self._store.tokens.read(token)
+        except CorruptDataError as exc:
+            log.warning("hook token file damaged, rebuilding it from the logs: %s", exc)
+            self._store.repair_token(token)
+            try:
+                entry = self._store.tokens.read(token)
+            except CorruptDataError:
+                raise NotFoundError("no live hook holds this token (its file is damaged and being repaired)") from None
         if entry is not None and entry.token == token:
             try:
                 found = self._store.entity(entry.run_id, "hooks", entry.hook_id)
