@@ -83,6 +83,8 @@ MAX_KEPT_FOLDS = 8192
 TOKEN_CHECK_TIMEOUT = 2.0
 
 _TERMINAL_RUN_EVENTS = frozenset({E.RUN_COMPLETED, E.RUN_FAILED, E.RUN_CANCELLED})
+_END_STATUS = {E.RUN_COMPLETED.value: RunStatus.COMPLETED, E.RUN_FAILED.value: RunStatus.FAILED,
+               E.RUN_CANCELLED.value: RunStatus.CANCELLED}
 _KIND = {E.STEP_CREATED: "steps", E.HOOK_CREATED: "hooks", E.WAIT_CREATED: "waits"}
 _ID_WHAT = {"steps": "step id", "hooks": "hook id", "waits": "wait id"}
 
@@ -860,6 +862,69 @@ class RunStore:
                 self._ensure_tokens(run_id, view.state)
             self.index.set_only(run_id, run.status)
             return run
+
+    def log_end_status(self, run_id: str) -> RunStatus | None:
+        """The terminal status the last committed event of the run's log gives it, or None if the
+        log does not end the run (or holds no event). Reads only the log's last line."""
+        try:
+            fd = os.open(f"{self.runs_str}/{run_id}/events.jsonl", os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            chunk = 4096
+            while True:
+                start = max(size - chunk, 0)
+                data = read_fd(fd, start, size)
+                end = data.rfind(b"\n")
+                begin = data.rfind(b"\n", 0, max(end, 0)) + 1
+                if (end < 0 or begin == 0) and start > 0:
+                    chunk *= 8  # the last line is longer than what we read
+                    continue
+                break
+        finally:
+            os.close(fd)
+        if end < 0:
+            return None
+        try:
+            event_type = orjson.loads(data[begin:end]).get("event_type")
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
+        return _END_STATUS.get(event_type)
+
+    def verify_index(self) -> list[str]:
+        """Make every run's status marker say what its log says; return the runs that were marked
+        ended (or not at all) but whose log does not end them: they are active again.
+
+        With fsync off, a power loss may keep a marker move and lose the log's tail (or keep a
+        log and lose its new marker): the log is the truth. Reads the last line of every log,
+        so this is for start-up after a reboot and for operators, not for every start.
+        """
+        marked = {status: self.index.run_ids([status]) for status in RunStatus}
+        active = marked[RunStatus.PENDING] | marked[RunStatus.RUNNING]
+        reactivated = []
+        for run_id in sorted(os.listdir(self.runs_dir)):
+            if run_id.startswith("."):
+                continue
+            try:
+                validate_id(run_id, "run id")
+            except InvalidIdError:
+                continue
+            ended = self.log_end_status(run_id)
+            if ended is not None:
+                if run_id in marked[ended] and sum(run_id in ids for ids in marked.values()) == 1:
+                    continue
+            elif run_id in active:
+                continue  # start() folds every run marked active
+            try:
+                run = self.recover(run_id)
+            except (CorruptDataError, OSError) as exc:
+                log.warning("run %s: cannot check its status against its log: %s", run_id, exc)
+                continue
+            if run is not None and not run.status.terminal:
+                log.warning("run %s: its log does not end it, but it was not indexed as active: active again", run_id)
+                reactivated.append(run_id)
+        return reactivated
 
     @contextlib.contextmanager
     def _reading(self, run_id: str) -> Iterator[_RunHandle]:

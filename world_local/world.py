@@ -18,16 +18,21 @@ rewritten, each active run is re-enqueued, and its replay re-sends its unfinishe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ..runtime.entities import Run, RunStatus
 from ..runtime.errors import WfError
 from ..runtime.world import WORKFLOW_QUEUE, World, workflow_message_key
 from .data_dir import default_data_dir, open_data_dir
+from .files import write_bytes_atomic
+from .leases import boot_id
 from .notify import Notifier
 from .queue import LocalQueue
 from .run_store import RunStore, run_end_channel
@@ -36,6 +41,8 @@ from .streams import LocalStreams
 from .workers import DrainFlag, WorkerRegistry
 
 log = logging.getLogger("wf.world_local")
+#: The boot id of the machine when every run's status was last checked against its log.
+VERIFIED_BOOT = "verified-boot.json"
 
 
 def _env_fsync() -> bool:
@@ -44,6 +51,8 @@ def _env_fsync() -> bool:
 
 class LocalWorld(World):
     """Storage, queue and streams on the file system under `data_dir`."""
+
+    capabilities = frozenset({"workers", "drain", "repair", "processes"})
 
     def __init__(self, data_dir: str | Path | None = None, *, fsync: bool | None = None, create: bool = True) -> None:
         """Open (with `create`, make) the data directory; DataDirError if it is not a wf data directory."""
@@ -71,8 +80,12 @@ class LocalWorld(World):
         Visits the runs indexed as pending or running: where a run's views lag behind its
         log they are rewritten; an active run gets its (idempotent) workflow message. A
         run that cannot be read is logged and skipped: it never stops the World starting.
+        The first start after a reboot (the only time unsynced data can have been lost)
+        first checks every run's status marker against its log (`verify_runs`).
         """
         open_data_dir(self.data_dir, fsync=self.fsync)
+        if self._boot_unverified():
+            await self.verify_runs()
         index = self._store.index
         for run_id in sorted(index.run_ids((RunStatus.PENDING, RunStatus.RUNNING))):
             try:
@@ -89,6 +102,33 @@ class LocalWorld(World):
             except (WfError, OSError) as exc:
                 log.warning("start: could not enqueue run %s: %s", run_id, exc)
 
+    async def verify_runs(self) -> list[str]:
+        """Trust the logs over the status index: every run whose log does not end it is made active
+        again (views, marker, hook tokens rebuilt) and enqueued; returns those runs' ids.
+
+        With `WF_FSYNC=0` a power loss may keep a run's "completed" marker and lose its log's
+        tail. Reads the last line of every run's log; `start()` calls it once per boot, and
+        `wf recover` should call it always.
+        """
+        reactivated = self._store.verify_index()
+        for run_id in reactivated:
+            try:
+                await self.queue.enqueue(
+                    WORKFLOW_QUEUE, {"run_id": run_id}, idempotency_key=workflow_message_key(run_id), order_key=run_id
+                )
+            except (WfError, OSError) as exc:
+                log.warning("could not enqueue run %s: %s", run_id, exc)
+        with contextlib.suppress(OSError):
+            write_bytes_atomic(self.data_dir / VERIFIED_BOOT, orjson.dumps({"boot_id": boot_id()}), fsync=self.fsync)
+        return reactivated
+
+    def _boot_unverified(self) -> bool:
+        """Whether the machine rebooted since the runs were last checked against their logs."""
+        try:
+            return orjson.loads((self.data_dir / VERIFIED_BOOT).read_bytes()).get("boot_id") != boot_id()
+        except (OSError, ValueError, AttributeError):
+            return True
+
     async def wait_for_end(self, run_id: str, *, timeout: float | None) -> Run | None:
         """Wait for the run's end, woken only by it (not by every event of the run)."""
         loop = asyncio.get_running_loop()
@@ -103,6 +143,14 @@ class LocalWorld(World):
                     return None
                 # Look again at least every second, in case a writer died before notifying.
                 await sub.wait(1.0 if remaining is None else min(remaining, 1.0))
+
+    async def run_ids(self) -> list[str]:
+        """Every run folder's id, oldest first: read from the folder, so damaged runs are not skipped."""
+        try:
+            names = os.listdir(self.data_dir / "runs")
+        except FileNotFoundError:
+            return []
+        return sorted(name for name in names if not name.startswith("."))
 
     async def announce_worker(self, info: dict[str, Any]) -> str:
         """Record this process as a live worker (a file under `<data>/workers/`)."""
