@@ -10,6 +10,7 @@ import typer
 from .commands import dev as dev_cmd
 from .commands import inspect as inspect_cmd
 from .commands import ops, replay_cmds, run_cmds
+from .commands import ui as ui_cmd
 
 app = typer.Typer(
     name="wf",
@@ -25,6 +26,7 @@ dev_cmd.register(app)
 replay_cmds.register(app)
 inspect_cmd.register(app)
 ops.register(app)
+ui_cmd.register(app)
 
 
 @app.command()

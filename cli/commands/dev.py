@@ -1,4 +1,4 @@
-"""`wf dev`: worker + HTTP endpoint + reload on change + a live view of recent runs."""
+"""`wf dev`: worker + web UI and webhook endpoint + reload on change + a live view of recent runs."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from ...runtime.registry import REGISTRY
 from ...runtime.worker import Worker
 from ...runtime.world import World
 from ..common import DATA_DIR, WORLD, console, err_console, handle_errors, open_world, run_async
-from ..http_api import WEBHOOK_PREFIX, DevApi, serve
+from .ui import WEBHOOK_PREFIX, serving
 
 STATUS_STYLE = {"pending": "dim", "running": "cyan", "completed": "green", "failed": "red", "cancelled": "yellow"}
 
@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
 def dev(
     paths: list[Path] = typer.Argument(None, help="Workflow files, packages or folders (default: the current folder)."),
     port: int = typer.Option(3000, "--port", "-p", help="HTTP port (0 picks a free one)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by default)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by default; any other "
+                             "address needs the token printed at start)."),
     concurrency: int = typer.Option(100, "--concurrency", "-c", min=1),
     reload: bool = typer.Option(True, "--reload/--no-reload", help="Reload changed modules."),
     live: bool = typer.Option(None, "--live/--no-live", help="Live view of runs (default: when on a terminal)."),
@@ -137,22 +138,39 @@ async def _dev(world: World, roots: list[Path], loaded: dict[Path, ModuleType], 
 
     await started_world(world)
     worker = Worker(world, concurrency=concurrency)
-    api = DevApi(world)
-    server = await serve(api, host, port)
-    bound = server.sockets[0].getsockname()[1]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    worker_id = await world.announce_worker({"kind": "dev", "port": bound})
-    worker_task = asyncio.create_task(worker.run())
-    watcher = asyncio.create_task(_watch(Reloader(roots, loaded), stop)) if reload else None
-    err_console.print(
-        f"wf dev ready: {len(REGISTRY.workflows)} workflow(s) on http://{host}:{bound} "
-        f"(webhooks at {WEBHOOK_PREFIX}<token>), data in {getattr(world, 'data_dir', '?')}",
-        markup=False,
-    )
-    sys.stderr.flush()
+    try:
+        await _serve_and_work(world, roots, loaded, host, port, worker, reload, show_live)
+    finally:
+        await world.close()
+        err_console.print("wf dev: stopped", markup=False)
+
+
+async def _serve_and_work(world: World, roots: list[Path], loaded: dict[Path, ModuleType], host: str, port: int,
+                          worker: Worker, reload: bool, show_live: bool) -> None:
+    async with serving(world, host, port) as (server, url):
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        worker_id = await world.announce_worker({"kind": "dev", "port": server.port})
+        worker_task = asyncio.create_task(worker.run())
+        watcher = asyncio.create_task(_watch(Reloader(roots, loaded), stop)) if reload else None
+        err_console.print(
+            f"wf dev ready: {len(REGISTRY.workflows)} workflow(s); web UI at {url} "
+            f"(webhooks at {WEBHOOK_PREFIX}<token>), runs in {_where(world)}",
+            markup=False,
+        )
+        sys.stderr.flush()
+        await _run_until_stopped(world, stop, show_live, worker, worker_task, watcher, worker_id)
+
+
+def _where(world: World) -> str:
+    return str(getattr(world, "data_dir", None) or type(world).__name__)
+
+
+async def _run_until_stopped(world: World, stop: asyncio.Event, show_live: bool, worker: Worker,
+                             worker_task: asyncio.Task[None], watcher: asyncio.Task[None] | None,
+                             worker_id: str) -> None:
     try:
         if show_live:
             with Live(await _render(world), console=console, refresh_per_second=2) as view:
@@ -165,14 +183,11 @@ async def _dev(world: World, roots: list[Path], loaded: dict[Path, ModuleType], 
             await stop.wait()
     finally:
         err_console.print("wf dev: draining in-flight work...", markup=False)
-        server.close()
         worker.stop()
         await worker_task
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        await server.wait_closed()
         await world.retire_worker(worker_id)
-        await world.close()
-        err_console.print("wf dev: stopped", markup=False)
+

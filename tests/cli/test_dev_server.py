@@ -1,4 +1,7 @@
-"""`wf dev` as a user runs it: a real subprocess, real HTTP requests, a real file edit, real signals."""
+"""`wf dev` as a user runs it: a real subprocess, real HTTP requests, a real file edit, real signals.
+
+The web app's security rules and limits have their own tests in tests/web/test_http_rules.py.
+"""
 
 from __future__ import annotations
 
@@ -51,7 +54,8 @@ class DevServer:
     def wait_run(self, run_id: str, status: str, timeout: float = 10.0) -> dict:
         deadline = time.monotonic() + timeout
         while True:
-            code, run = self.request("GET", f"/runs/{run_id}")
+            code, story = self.request("GET", f"/api/runs/{run_id}")
+            run = story.get("run", story)
             if code == 200 and run["status"] == status:
                 return run
             if time.monotonic() > deadline:
@@ -87,7 +91,8 @@ def dev(tmp_path: Path):
 
 
 def _start(dev: DevServer, order: str) -> str:
-    code, body = dev.request("POST", "/runs", json.dumps({"workflow": "approvals.approve", "args": [order]}).encode())
+    code, body = dev.request("POST", "/api/runs", json.dumps({"workflow": "approvals.approve", "args": [order]}).encode(),
+                             {"Content-Type": "application/json"})
     assert code == 201, body
     return str(body["run_id"])
 
@@ -115,8 +120,8 @@ def test_webhook_resumes_the_run_with_the_request(dev: DevServer) -> None:
 
 def test_unknown_token_is_404_and_bad_bodies_are_refused(dev: DevServer) -> None:
     assert dev.request("POST", "/.well-known/workflow/v1/webhook/nobody")[0] == 404
-    assert dev.request("GET", "/runs/..%2F..%2Fetc%2Fpasswd")[0] == 404
-    assert dev.request("POST", "/runs", b"{not json")[0] == 400
+    assert dev.request("GET", "/api/runs/..%2F..%2Fetc%2Fpasswd")[0] == 404
+    assert dev.request("POST", "/api/runs", b"{not json", {"Content-Type": "application/json"})[0] == 400
     deep = b"[" * 200 + b"]" * 200
     run_id = _start(dev, "o-deep")
     _wait_hook(dev, "approve:o-deep")

@@ -1,0 +1,217 @@
+"""The runs page's data: a page of runs for filters and a search, counts per status, change detection.
+
+Every request reads at most one World page for plain listings; filters the World cannot
+apply (time range, text search) scan pages within a budget and hand back a cursor to go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from ..runtime.entities import Run, RunStatus
+from ..runtime.errors import InvalidIdError, NotFoundError
+from ..runtime.ids import validate_id
+from ..runtime.world import World
+from .limits import HttpError
+from .values import payload_json
+
+PAGE_SIZE = 50
+MAX_PAGE = 200
+#: A search or time-filtered listing reads at most this many runs (or for this long) per request.
+SCAN_RUNS = 5000
+SCAN_SECONDS = 1.0
+STATUSES = [s.value for s in RunStatus]
+
+
+@dataclass
+class RunsQuery:
+    status: str | None = None
+    workflow: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    q: str | None = None
+    cursor: str | None = None
+    limit: int = PAGE_SIZE
+
+    @classmethod
+    def from_params(cls, params: Any) -> RunsQuery:
+        """From query parameters; HttpError 400 naming the bad one."""
+        status = params.get("status") or None
+        if status is not None and status not in STATUSES:
+            raise HttpError(400, f"status must be one of {', '.join(STATUSES)}")
+        try:
+            limit = int(params.get("limit") or PAGE_SIZE)
+        except ValueError:
+            raise HttpError(400, "limit must be a number") from None
+        if not 1 <= limit <= MAX_PAGE:
+            raise HttpError(400, f"limit must be between 1 and {MAX_PAGE}")
+        q = (params.get("q") or "").strip() or None
+        return cls(status, params.get("workflow") or None, _time(params, "since"), _time(params, "until"),
+                   q, params.get("cursor") or None, limit)
+
+    @property
+    def plain(self) -> bool:
+        """Whether the World's own listing answers it (no time range, no search)."""
+        return self.since is None and self.until is None and self.q is None
+
+
+def _time(params: Any, name: str) -> datetime | None:
+    text = params.get(name)
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise HttpError(400, f"{name} must be an ISO time like 2026-01-31T12:00") from None
+    return value if value.tzinfo is not None else value.astimezone()
+
+
+@dataclass
+class RunsPage:
+    runs: list[Run]
+    next_cursor: str | None
+    scanned: int = 0
+    #: True when the scan budget ran out before the page filled (the cursor goes on).
+    partial: bool = False
+
+
+def _encode(world_cursor: str | None, skip: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([world_cursor, skip])).decode()
+
+
+def _decode(cursor: str | None) -> tuple[str | None, int]:
+    if cursor is None:
+        return None, 0
+    try:
+        world_cursor, skip = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if (world_cursor is None or isinstance(world_cursor, str)) and isinstance(skip, int) and skip >= 0:
+            return world_cursor, skip
+    except (ValueError, TypeError):
+        pass
+    raise HttpError(400, "invalid cursor")
+
+
+async def list_runs(world: World, query: RunsQuery) -> RunsPage:
+    """One page of runs, newest first."""
+    world_cursor, skip = _decode(query.cursor)
+    status = RunStatus(query.status) if query.status else None
+    if query.q and query.cursor is None:
+        exact = await _by_id(world, query.q)
+        if exact is not None:
+            return RunsPage([exact], None, 1)
+    if query.plain and skip == 0:
+        try:
+            page = await world.runs.list(status=status, workflow_name=query.workflow, limit=query.limit,
+                                         cursor=world_cursor, resolve_data=False)
+        except InvalidIdError:
+            raise HttpError(400, "invalid cursor") from None
+        return RunsPage(page.data, _encode(page.next_cursor, 0) if page.next_cursor else None, len(page.data))
+    return await _scan(world, query, status, world_cursor, skip)
+
+
+async def _by_id(world: World, text: str) -> Run | None:
+    try:
+        validate_id(text, "run id")
+        return await world.runs.get(text, resolve_data=False)
+    except (InvalidIdError, NotFoundError):
+        return None
+
+
+async def _scan(world: World, query: RunsQuery, status: RunStatus | None, world_cursor: str | None,
+                skip: int) -> RunsPage:
+    needle = query.q.lower() if query.q else None
+    found: list[Run] = []
+    scanned = 0
+    deadline = time.monotonic() + SCAN_SECONDS
+    while True:
+        try:
+            page = await world.runs.list(status=status, workflow_name=query.workflow, limit=MAX_PAGE,
+                                         cursor=world_cursor, resolve_data=needle is not None)
+        except InvalidIdError:
+            raise HttpError(400, "invalid cursor") from None
+        for index, run in enumerate(page.data):
+            if index < skip:
+                continue
+            scanned += 1
+            created = run.created_at
+            if query.since is not None and created is not None and created < query.since:
+                return RunsPage(found, None, scanned)  # newest first: nothing older can match
+            if query.until is not None and created is not None and created > query.until:
+                continue
+            if needle is not None and not matches(run, needle):
+                continue
+            found.append(run.evolve(input=None, output=None))
+            if len(found) == query.limit:
+                more = index + 1 < len(page.data) or page.next_cursor is not None
+                return RunsPage(found, _encode(world_cursor, index + 1) if more else None, scanned)
+        skip = 0
+        if page.next_cursor is None:
+            return RunsPage(found, None, scanned)
+        world_cursor = page.next_cursor
+        if scanned >= SCAN_RUNS or time.monotonic() > deadline:
+            return RunsPage(found, _encode(world_cursor, 0), scanned, partial=True)
+
+
+def matches(run: Run, needle: str) -> bool:
+    """Whether the run's id, workflow, input, output or error text holds `needle` (lower case)."""
+    if needle in run.run_id.lower() or needle in run.workflow_name.lower():
+        return True
+    for value in (run.input, run.output, run.error):
+        if value is None:
+            continue
+        text = orjson.dumps(payload_json(value), default=str).decode().lower()
+        if needle in text:
+            return True
+    return False
+
+
+@dataclass
+class StatusCounts:
+    """Runs per status, from the World's `count_runs()` when it has one, else counted in the background.
+
+    Counting by listing reads every run, so it never runs on a request: a request gets the
+    last counts (or None at first) and, when they are older than `max_age`, starts a recount.
+    """
+
+    max_age: float = 10.0
+    counts: dict[str, int] | None = None
+    counted_at: float = 0.0
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def get(self, world: World) -> dict[str, int] | None:
+        direct = getattr(world, "count_runs", None)
+        if callable(direct):
+            result = await direct()
+            return {str(k): int(v) for k, v in result.items()}
+        if time.monotonic() - self.counted_at > self.max_age and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._recount(world))
+        return self.counts
+
+    async def _recount(self, world: World) -> None:
+        counts: dict[str, int] = {}
+        with contextlib.suppress(Exception):
+            for status in RunStatus:
+                total, cursor = 0, None
+                while True:
+                    page = await world.runs.list(status=status, limit=1000, cursor=cursor, resolve_data=False)
+                    total += len(page.data)
+                    if page.next_cursor is None:
+                        break
+                    cursor = page.next_cursor
+                counts[status.value] = total
+            self.counts = counts
+        self.counted_at = time.monotonic()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
