@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from ..runtime.entities import Event, Hook, Page, Run, Step, Wait, utcnow
+from ..runtime.entities import Event, Hook, Run, Step, Wait, utcnow
 from ..runtime.errors import InvalidIdError, NotFoundError, RunNotFoundError
 from ..runtime.ids import validate_id
+from ..runtime.operations import all_pages
 from ..runtime.world import StreamInfo, World
 from .render import between, call_json, payload_json
 from .state_paths import state_paths
@@ -38,18 +39,6 @@ def checked_run_id(run_id: str) -> str:
         return validate_id(run_id, "run id")
     except InvalidIdError:
         raise RunNotFoundError(f"no run with id {run_id!r} (a run id looks like wrun_01J...)") from None
-
-
-async def all_pages(fetch: Any) -> list[Any]:
-    """Every item of a paged listing: `fetch(cursor)` returns a Page."""
-    items: list[Any] = []
-    cursor = None
-    while True:
-        page: Page[Any] = await fetch(cursor)
-        items.extend(page.data)
-        if page.next_cursor is None:
-            return items
-        cursor = page.next_cursor
 
 
 async def load_story(world: World, run_id: str) -> RunStory:

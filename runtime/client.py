@@ -28,11 +28,12 @@ from .errors import (
     WorldError,
 )
 from .ids import new_run_id, validate_id
+from .messages import enqueue_workflow
 from .registry import WorkflowFunction
 from .replay import serialize_call_input
 from .serialization import deserialize, serialize
 from .streams import DEFAULT_STREAM
-from .worker import Worker, enqueue_workflow
+from .worker import Worker
 from .world import WORKFLOW_QUEUE, World, workflow_message_key
 
 E = EventType
@@ -119,19 +120,15 @@ class Run:
 
     # --- cancel ---
 
-    async def cancel_async(self) -> None:
-        """End the run as cancelled: in-flight steps may finish, pending timers and hooks are dropped."""
-        world = await self._w()
-        try:
-            result = await world.events.create(self.id, Event(self.id, E.RUN_CANCELLED))
-        except NotFoundError:
-            raise RunNotFoundError(f"no run with id {self.id!r}") from None
-        except EntityConflictError:
-            return  # already completed or failed: nothing to cancel
-        if result.events:  # a child that was cancelled: its parent must hear of it
-            from .children import notify_parent
+    async def cancel_async(self, *, children: bool = True) -> None:
+        """End the run as cancelled: in-flight steps may finish, pending timers and hooks are dropped.
 
-            await notify_parent(world, await world.runs.get(self.id))
+        Child runs it still awaits are cancelled too (`children=False` leaves them running).
+        Nothing happens to a run that has already ended.
+        """
+        from .operations import cancel_run
+
+        await cancel_run(await self._w(), self.id, children=children)
 
     def cancel(self) -> None:
         blocking(self.cancel_async())

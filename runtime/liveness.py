@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from .entities import HookStatus, RunStatus, WaitStatus
 from .errors import NotFoundError, WfError
+from .messages import enqueue_workflow
 from .state_machine import RunState, fold
 from .world import STEP_QUEUE, WORKFLOW_QUEUE, World
 
@@ -72,7 +73,6 @@ async def stuck_reason(world: World, run_id: str, state: RunState, queued: Queue
 
 async def sweep(world: World) -> list[str]:
     """Enqueue the workflow message of every active run that nothing drives; return their ids."""
-    from .worker import enqueue_workflow
 
     queued = await queued_runs(world)
     woken: list[str] = []

@@ -32,11 +32,12 @@ from .errors import (
     WorkflowNotFoundError,
     WorldError,
 )
+from .messages import enqueue_step, enqueue_workflow
 from .registry import REGISTRY, Registry, StepFunction, WorkflowFunction
 from .replay import Outcome, WorkflowInstance, error_info
 from .step_executor import AttemptOutcome, StepExecutor, exhausted_error
 from .workflow_context import WorkflowMetadata
-from .world import STEP_QUEUE, WORKFLOW_QUEUE, Message, World, step_message_key, workflow_message_key
+from .world import STEP_QUEUE, WORKFLOW_QUEUE, Message, World
 
 log = logging.getLogger("wf.worker")
 E = EventType
@@ -53,29 +54,6 @@ QUICK_STEP_SECONDS = 0.02
 def always_replay_default() -> bool:
     return os.environ.get("WF_ALWAYS_REPLAY", "") not in ("", "0", "false", "False")
 
-
-async def enqueue_workflow(world: World, run_id: str, *, delay: float = 0.0) -> None:
-    """Ask for run `run_id` to be driven (coalesced with any message already waiting)."""
-    await world.queue.enqueue(
-        WORKFLOW_QUEUE, {"run_id": run_id}, idempotency_key=workflow_message_key(run_id),
-        delay=max(delay, 0.0), order_key=run_id,
-    )
-
-
-async def enqueue_step(world: World, run_id: str, step_id: str, *, delay: float = 0.0,
-                       restart: bool = False) -> None:
-    """Ask for step `step_id` of run `run_id` to be run by some worker.
-
-    `restart`: the step is recorded as running but whoever ran it is gone (its run was
-    taken over after a crash): start a new attempt even though it looks busy.
-    """
-    payload: dict[str, Any] = {"run_id": run_id, "step_id": step_id}
-    if restart:
-        payload["restart"] = True
-    await world.queue.enqueue(
-        STEP_QUEUE, payload, idempotency_key=step_message_key(run_id, step_id), delay=max(delay, 0.0),
-        order_key=run_id,
-    )
 
 
 @dataclass

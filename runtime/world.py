@@ -238,6 +238,20 @@ class Queue(ABC):
     async def delete(self, message_id: str) -> None:
         """Remove a message whatever its state (operators' tool). NotFoundError if unknown."""
 
+    async def dead_leases(self) -> list[Message]:
+        """Messages leased by a holder that is gone (its process died, its heartbeat stopped).
+
+        Such a message is redelivered to the next taker anyway; operators (`wf doctor`) list
+        them and may hand them back at once with `release`. `extra["holder"]` may name the
+        holder ("process 1234", "worker w-7 on host h"). A World whose leases cannot
+        outlive their holder returns [] (the default).
+        """
+        return []
+
+    async def release(self, message: Message) -> bool:
+        """Hand a message from `dead_leases` back to the queue now; False if it is no longer held by the dead."""
+        return False
+
 
 @dataclass(frozen=True, slots=True)
 class StreamInfo:
@@ -280,8 +294,23 @@ class Streams(ABC):
         """The run's streams."""
 
 
+#: What a World may legitimately lack, declared in `World.capabilities` (the conformance
+#: suite skips the tests of a capability a World does not declare, naming it):
+#: "workers" (presence: announce/retire/live_workers), "drain" (request_drain),
+#: "repair" (repair_run), "processes" (several processes may open the same store by URL).
+CAPABILITIES = frozenset({"workers", "drain", "repair", "processes"})
+
+
 class World(ABC):
-    """Storage + queue + streams. Create one per process and `await start()` it."""
+    """Storage + queue + streams. Create one per process and `await start()` it.
+
+    Errors: every storage failure surfaces as a `WorldError` subclass; an I/O error, a full
+    or read-only disk, or a lost database connection as `StorageUnavailableError`. The
+    runtime catches nothing else from a World.
+    """
+
+    #: The optional parts this World provides (see CAPABILITIES).
+    capabilities: frozenset[str] = frozenset()
 
     runs: RunsStorage
     steps: StepsStorage
@@ -299,6 +328,21 @@ class World(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release files, locks and waiters. The World may not be used afterwards."""
+
+    async def run_ids(self) -> list[str]:
+        """Every run id the store holds, oldest first, including runs whose entity cannot be read.
+
+        For operators (`wf doctor` checks each one). The default pages through `runs.list`; a
+        World whose listing can skip damaged runs overrides it.
+        """
+        ids: list[str] = []
+        cursor: str | None = None
+        while True:
+            page = await self.runs.list(cursor=cursor, limit=500, resolve_data=False, newest_first=False)
+            ids.extend(run.run_id for run in page.data)
+            if page.next_cursor is None:
+                return ids
+            cursor = page.next_cursor
 
     async def wait_for_end(self, run_id: str, *, timeout: float | None) -> Run | None:
         """Block until the run is completed, failed or cancelled and return it; None on timeout.

@@ -476,6 +476,33 @@ class LocalQueue(Queue):
         messages.sort(key=lambda m: (m.order_key, m.message_id))
         return messages
 
+    async def dead_leases(self) -> list[Message]:
+        """Messages leased by a process that is dead (see `Queue.dead_leases`)."""
+        self._check_open()
+        with self._mutex:
+            with self._exclusive():
+                self._rescan(full=True)
+                records = [r for r in self._index.records.values()
+                           if r.lease is not None and not self._liveness.alive(r.lease.holder)]
+            now = time.time()
+            held = [replace(m, state="leased", lease_id=r.lease.lease_id, attempts=r.lease.attempts,
+                            extra={**m.extra, "holder": f"process {r.lease.holder.pid}"})
+                    for r in records if r.lease is not None
+                    for m in [r.to_message(now, self._liveness.alive)]]
+        held.sort(key=lambda m: (m.order_key, m.message_id))
+        return held
+
+    async def release(self, message: Message) -> bool:
+        """Give back a message a dead process leased (a nack with its lease); False if it is no longer so held."""
+        for dead in await self.dead_leases():
+            if dead.message_id == message.message_id and dead.lease_id == message.lease_id:
+                try:
+                    await self.nack(dead)
+                except NotFoundError:
+                    return False  # taken over or acked meanwhile
+                return True
+        return False
+
     async def delete(self, message_id: str) -> None:
         """Remove a message whatever its state. NotFoundError if there is none with this id."""
         validate_id(message_id, "message id")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +10,16 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ...runtime.entities import Event, EventType, RunStatus, utcnow
+from ...runtime.doctor import Finding, diagnose, repair
+from ...runtime.entities import EventType, RunStatus, utcnow
 from ...runtime.errors import (
-    EntityConflictError,
     HookNotFoundError,
     NotFoundError,
-    RunExpiredError,
     RunNotFoundError,
 )
+from ...runtime.operations import cancel_run, drain_workers, fail_pending, recover_runs
 from ...runtime.streams import DEFAULT_STREAM
-from ...runtime.world import STEP_QUEUE, Message, World
+from ...runtime.world import Message, World
 from ..common import (
     DATA_DIR,
     EXIT_CHECK_FAILED,
@@ -36,7 +33,6 @@ from ..common import (
     print_json,
     run_async,
 )
-from ..doctor import Finding, diagnose, repair
 from ..render import decode, fit_table, jsonable, short_name, style_of
 from ..run_story import checked_run_id
 
@@ -45,8 +41,6 @@ E = EventType
 hook_app = typer.Typer(help="Send payloads to hooks.", no_args_is_help=True)
 queue_app = typer.Typer(help="Look at and act on the work queue.", no_args_is_help=True)
 
-#: The error recorded on steps failed by `wf queue fail-pending`.
-OPERATOR_ERROR_TYPE = "OperatorError"
 
 
 def register(app: typer.Typer) -> None:
@@ -92,28 +86,21 @@ def cancel(
 
 
 async def _cancel(world: World, run_id: str, reason: str | None, as_json: bool) -> int:
-    from ...runtime.children import notify_parent
-
     try:
-        run = await _get_run(world, run_id)
-        if not run.status.terminal:
-            data = {"reason": reason} if reason else {}
-            with contextlib.suppress(EntityConflictError, RunExpiredError):  # it ended meanwhile: say how
-                await world.events.create(run_id, Event(run_id, E.RUN_CANCELLED, data=data))
-            run = await world.runs.get(run_id, resolve_data=False)
-            if run.status == RunStatus.CANCELLED:
-                await notify_parent(world, run)  # a parent waiting on this child learns it now
-                message, code = f"cancelled run {run_id}", 0
-            else:
-                message, code = f"run {run_id} {run.status} before it could be cancelled", EXIT_CHECK_FAILED
-        elif run.status == RunStatus.CANCELLED:
-            message, code = f"run {run_id} was already cancelled", 0
-        else:
-            message, code = f"run {run_id} already {run.status}: nothing to cancel", EXIT_CHECK_FAILED
+        result = await cancel_run(world, run_id, reason=reason)
     finally:
         await world.close()
+    if result.cancelled:
+        message, code = f"cancelled run {run_id}", 0
+        if result.children:
+            message += f" and {len(result.children)} child run(s): {', '.join(result.children)}"
+    elif result.status == RunStatus.CANCELLED:
+        message, code = f"run {run_id} was already cancelled", 0
+    else:
+        message, code = f"run {run_id} already {result.status}: nothing to cancel", EXIT_CHECK_FAILED
     if as_json:
-        print_json({"run_id": run_id, "status": str(run.status), "message": message})
+        print_json({"run_id": run_id, "status": str(result.status), "message": message,
+                    "children_cancelled": result.children})
     elif code:
         err_console.print(message, markup=False)
     else:
@@ -315,63 +302,26 @@ def queue_fail_pending(
 
 
 async def _fail_pending(world: World, run_filter: str | None, workflow: str | None, as_json: bool) -> None:
-    from ...runtime.worker import enqueue_workflow
-
-    failed: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
-    names: dict[str, str | None] = {}
     try:
-        for message in await world.queue.list(STEP_QUEUE):
-            run_id = str(message.payload.get("run_id", ""))
-            step_id = str(message.payload.get("step_id", ""))
-            if run_filter is not None and run_id != run_filter:
-                continue
-            if workflow is not None:
-                if run_id not in names:
-                    try:
-                        names[run_id] = (await world.runs.get(run_id, resolve_data=False)).workflow_name
-                    except (NotFoundError, ValueError):
-                        names[run_id] = None
-                if names[run_id] != workflow:
-                    continue
-            item = {"run_id": run_id, "step_id": step_id, "message_id": message.message_id}
-            if message.state == "leased":
-                skipped.append({**item, "why": "running now on a live worker"})
-                continue
-            item["outcome"] = await _fail_step(world, run_id, step_id)
-            with contextlib.suppress(NotFoundError):  # taken and finished meanwhile
-                await world.queue.delete(message.message_id)
-            if item["outcome"] != "run already ended":
-                await enqueue_workflow(world, run_id)
-            failed.append(item)
+        results = await fail_pending(world, run_id=run_filter, workflow=workflow)
     finally:
         await world.close()
+    failed = [r for r in results if r.failed]
+    skipped = [r for r in results if not r.failed]
     if as_json:
-        print_json({"failed": failed, "skipped": skipped})
+        print_json({
+            "failed": [{"run_id": r.run_id, "step_id": r.step_id, "message_id": r.message_id, "outcome": r.outcome}
+                       for r in failed],
+            "skipped": [{"run_id": r.run_id, "step_id": r.step_id, "message_id": r.message_id, "why": r.outcome}
+                        for r in skipped],
+        })
         return
-    if not failed and not skipped:
+    if not results:
         console.print("no queued step matches", style="dim")
-    for item in failed:
-        console.print(f"{item['run_id']} {item['step_id']}: {item['outcome']}", markup=False)
-    for item in skipped:
-        console.print(f"{item['run_id']} {item['step_id']}: left alone ({item['why']})", markup=False, style="dim")
-
-
-async def _fail_step(world: World, run_id: str, step_id: str) -> str:
-    error = {
-        "type": OPERATOR_ERROR_TYPE,
-        "message": "failed by an operator with `wf queue fail-pending` while it waited in the queue",
-        "traceback": "",
-    }
-    try:
-        await world.events.create(run_id, Event(run_id, E.STEP_FAILED, correlation_id=step_id, data={"error": error}))
-    except EntityConflictError:
-        return "step had already finished; message removed"
-    except RunExpiredError:
-        return "run already ended"
-    except NotFoundError:
-        return "no such step; message removed"
-    return "failed"
+    for r in failed:
+        console.print(f"{r.run_id} {r.step_id}: {r.outcome}", markup=False)
+    for r in skipped:
+        console.print(f"{r.run_id} {r.step_id}: {r.outcome}", markup=False, style="dim")
 
 
 # --- wf queue drain ---
@@ -395,28 +345,21 @@ def queue_drain(
 async def _drain(world: World, wait: float | None, as_json: bool) -> int:
     try:
         try:
-            generation = await world.request_drain()
+            result = await drain_workers(world, wait=wait)
         except NotImplementedError as exc:
             fail(str(exc), EXIT_CHECK_FAILED)
-        workers = await world.live_workers()
-        remaining = workers
-        if wait is not None:
-            deadline = time.monotonic() + wait
-            while remaining and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-                remaining = await world.live_workers()
     finally:
         await world.close()
-    code = EXIT_CHECK_FAILED if wait is not None and remaining else 0
+    code = EXIT_CHECK_FAILED if result.still_running else 0
     if as_json:
-        print_json({"generation": generation, "workers": len(workers),
-                    "still_running": len(remaining) if wait is not None else None})
+        print_json({"generation": result.generation, "workers": result.workers,
+                    "still_running": result.still_running})
     else:
-        console.print(f"drain requested: {len(workers)} live worker(s) finish their in-flight work and exit",
+        console.print(f"drain requested: {result.workers} live worker(s) finish their in-flight work and exit",
                       markup=False)
         if wait is not None:
-            console.print("all workers have exited" if not remaining else
-                          f"{len(remaining)} worker(s) still running after {wait}s", markup=False)
+            console.print("all workers have exited" if not result.still_running else
+                          f"{result.still_running} worker(s) still running after {wait}s", markup=False)
     return code
 
 
@@ -435,12 +378,8 @@ def recover(
 
 
 async def _recover(world: World, as_json: bool) -> None:
-    from ..run_story import all_pages
-
     try:
-        await world.start()
-        active = await all_pages(lambda c: world.runs.list(status=[RunStatus.PENDING, RunStatus.RUNNING], cursor=c,
-                                                          limit=500, resolve_data=False))
+        active = await recover_runs(world)
     finally:
         await world.close()
     if as_json:
@@ -465,7 +404,7 @@ def doctor(
     """Check that every active run will be driven, views agree with logs, no lease is held by a dead process.
 
     Exit 1 if a problem remains (with --fix: after repairing). `wf doctor --help` tells the checks;
-    the invariant is documented in wf/cli/doctor.py.
+    the invariant is documented in wf/runtime/doctor.py.
     """
     for run_id in run or []:
         checked_run_id(run_id)

@@ -10,11 +10,12 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from ...runtime.config import started_world
 from ...runtime.debugger import ReplayReport, frame_locals, replay_run, user_frames
 from ...runtime.entities import Event, EventType, Run
-from ...runtime.errors import InvalidIdError, NotFoundError, RunNotFoundError, SerializationError
-from ...runtime.ids import new_run_id, validate_id
+from ...runtime.errors import SerializationError, WorkflowNotFoundError
 from ...runtime.loader import import_paths
+from ...runtime.operations import fork_run, get_run, workflow_for
 from ...runtime.registry import REGISTRY, WorkflowFunction
 from ...runtime.replay import WorkflowInstance
 from ...runtime.serialization import deserialize
@@ -32,7 +33,6 @@ from ..common import (
 )
 
 E = EventType
-TERMINAL = (E.RUN_COMPLETED, E.RUN_FAILED, E.RUN_CANCELLED)
 
 
 def register(app: typer.Typer) -> None:
@@ -48,23 +48,17 @@ def _short(value: Any, width: int = 60) -> str:
 
 
 async def _load_run(world: World, run_id: str) -> tuple[Run, list[Event]]:
-    from ...runtime.config import started_world
-
     await started_world(world)
-    try:
-        validate_id(run_id, "run id")
-        run = await world.runs.get(run_id)
-    except (NotFoundError, InvalidIdError):
-        raise RunNotFoundError(f"no run with id {run_id!r}") from None
+    run = await get_run(world, run_id)
     return run, await world.events.list(run_id)
 
 
 def _workflow_for(run: Run) -> WorkflowFunction:
-    fn = REGISTRY.workflows.get(run.workflow_name)
-    if fn is None:
+    try:
+        return workflow_for(run)
+    except WorkflowNotFoundError:
         fail(f"workflow {run.workflow_name} (of run {run.run_id}) is not defined in the loaded code; "
              "pass the file or folder that defines it: wf replay RUN_ID --path path/to/code")
-    return fn
 
 
 def _trace_line(event: Event, instance: WorkflowInstance) -> None:
@@ -226,35 +220,12 @@ def fork(
         console.print(new_id, markup=False)
 
 
-def default_fork_point(events: list[Event]) -> int:
-    """Just before the first failure (a step's or the run's), else before the run's end."""
-    for event in events:
-        if event.event_type in (E.STEP_FAILED, E.RUN_FAILED):
-            return event.seq
-    for event in events:
-        if event.event_type in TERMINAL:
-            return event.seq
-    return len(events)
-
-
 async def _fork(world: World, run_id: str, at: int | None) -> tuple[str, int]:
-    from ...runtime.worker import enqueue_workflow
-
-    run, events = await _load_run(world, run_id)
-    limit = default_fork_point(events) if at is None else at
-    if not 1 <= limit <= len(events):
-        fail(f"--at must be between 1 and {len(events)} for this run")
-    kept = [e for e in events[:limit] if e.event_type not in TERMINAL]
-    new_id = new_run_id()
-    attributes = dict(run.attributes)
-    attributes.pop("idempotency_key", None)
-    attributes["forked_from"] = {"run_id": run_id, "at": limit}
-    first = Event(new_id, E.RUN_CREATED, data={"workflow_name": run.workflow_name, "input": run.input,
-                                               "attributes": attributes}, created_at=events[0].created_at)
-    copies = [Event(new_id, e.event_type, e.correlation_id, e.data, created_at=e.created_at) for e in kept[1:]]
-    await world.events.create(new_id, first)
-    if copies:
-        await world.events.create_batch(new_id, copies)
-    await enqueue_workflow(world, new_id)
-    await world.close()
-    return new_id, len(kept)
+    await started_world(world)
+    try:
+        result = await fork_run(world, run_id, at=at)
+    except ValueError as exc:
+        fail(str(exc).replace("the fork point", "--at"))
+    finally:
+        await world.close()
+    return result.run_id, result.events_kept

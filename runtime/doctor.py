@@ -1,4 +1,4 @@
-"""`wf doctor`: check that no run can hang and that every view agrees with its log; repair both.
+"""Doctor's checks (`wf doctor`): check that no run can hang and that every view agrees with its log; repair both.
 
 The invariant that keeps a run moving (what check "queue" verifies). A run is *active*
 while its log does not end it (pending or running). Something must eventually drive every
@@ -26,9 +26,9 @@ Check "views": the run, steps, hooks and waits the World serves equal
 `state_machine.fold()` of the run's log; a run that disagrees is repaired with
 `World.repair_run` (rebuilt from the log, which is the source of truth).
 
-Check "lease" (local World): a queue message leased by a process that is dead. The queue
-gives such a message to the next worker that asks, so it is only stuck while no worker
-runs; the fix hands it back at once (`nack` with the dead holder's lease).
+Check "lease": a queue message leased by a holder that is gone (`Queue.dead_leases`). The
+queue gives such a message to the next worker that asks, so it is only stuck while no
+worker runs; the fix hands it back at once (`Queue.release`).
 
 A finding is reported only if it is still there when looked at again a moment later, so
 that a worker's write in progress is not mistaken for damage.
@@ -37,17 +37,16 @@ that a worker's write in progress is not mistaken for damage.
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from ..runtime.entities import Event, Run
-from ..runtime.errors import CorruptDataError, NotFoundError, WfError
-from ..runtime.liveness import QueuedRuns, queued_runs, stuck_reason
-from ..runtime.state_machine import RunState, fold
-from ..runtime.world import STEP_QUEUE, Message, World
-from .run_story import all_pages
+from .entities import Event
+from .errors import CorruptDataError, NotFoundError, WfError
+from .liveness import QueuedRuns, queued_runs, stuck_reason
+from .messages import enqueue_workflow
+from .operations import all_pages
+from .state_machine import RunState, fold
+from .world import STEP_QUEUE, World
 
 #: How long to wait before looking again at a suspect run.
 RECHECK_SECONDS = 0.3
@@ -64,16 +63,6 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-async def all_run_ids(world: World) -> list[str]:
-    """Every run of the World. The local World's folder is read directly, so that a run whose
-    view is missing or unreadable is not skipped as listings would."""
-    data_dir = getattr(world, "data_dir", None)
-    if isinstance(data_dir, Path) and (data_dir / "runs").is_dir():
-        return sorted(name for name in os.listdir(data_dir / "runs") if not name.startswith("."))
-    runs: list[Run] = await all_pages(lambda c: world.runs.list(cursor=c, limit=500, resolve_data=False))
-    return sorted(r.run_id for r in runs)
 
 
 async def _fold(world: World, run_id: str) -> tuple[list[Event], RunState]:
@@ -145,55 +134,21 @@ async def _check_run(world: World, run_id: str, queued: QueuedRuns) -> list[Find
     return found
 
 
-def dead_leases(world: World) -> list[tuple[str, Any]]:
-    """(message id, lease) of local queue messages leased by a process that is dead."""
-    data_dir = getattr(world, "data_dir", None)
-    if not isinstance(data_dir, Path):
-        return []
-    from ..world_local.leases import is_alive
-    from ..world_local.queue_files import MESSAGE_FILE, load_json
-    from ..world_local.queue_index import Lease
-
-    folder = data_dir / "queue" / "messages"
-    found = []
-    try:
-        names = sorted(os.listdir(folder))
-    except FileNotFoundError:
-        return []
-    for name in names:
-        match = MESSAGE_FILE.fullmatch(name)
-        if match is None or match.group(2) != "lease":
-            continue
-        try:
-            lease = Lease.from_doc(load_json(str(folder / name)))
-        except (FileNotFoundError, CorruptDataError, ValueError):
-            continue  # acked meanwhile, or mid-write
-        if not is_alive(lease.holder):
-            found.append((match.group(1), lease))
-    return found
-
-
 async def _lease_findings(world: World) -> list[Finding]:
-    leases = dead_leases(world)
-    if not leases:
-        return []
-    messages = {m.message_id: m for m in await world.queue.list()}
     found = []
-    for message_id, lease in leases:
-        message = messages.get(message_id)
-        if message is None:
-            continue
+    for message in await world.queue.dead_leases():
         what = "step" if message.queue == STEP_QUEUE else "workflow"
+        holder = message.extra.get("holder", "a holder")
         found.append(Finding(
             "lease", str(message.payload.get("run_id", "")),
-            f"{what} message {message_id} is leased by process {lease.holder.pid}, which is dead",
-            "give the message back to the queue", message_id=message_id))
+            f"{what} message {message.message_id} is leased by {holder}, which is dead",
+            "give the message back to the queue", message_id=message.message_id))
     return found
 
 
 async def diagnose(world: World, run_ids: list[str] | None = None) -> list[Finding]:
     """Every problem found twice, RECHECK_SECONDS apart (so that work in progress is not reported)."""
-    ids = run_ids if run_ids is not None else await all_run_ids(world)
+    ids = run_ids if run_ids is not None else await world.run_ids()
     queued = await queued_runs(world)
     suspects: list[Finding] = []
     for run_id in ids:
@@ -214,8 +169,6 @@ async def diagnose(world: World, run_ids: list[str] | None = None) -> list[Findi
 
 async def repair(world: World, findings: list[Finding]) -> None:
     """Apply each finding's fix; mark those done `fixed`. Views first: they may change what the queue needs."""
-    from ..runtime.worker import enqueue_workflow
-
     order = {"views": 0, "lease": 1, "queue": 2, "log": 3}
     for finding in sorted(findings, key=lambda f: order.get(f.check, 9)):
         if finding.check == "views":
@@ -231,18 +184,7 @@ async def repair(world: World, findings: list[Finding]) -> None:
 
 
 async def _release_lease(world: World, message_id: str) -> bool:
-    for found_id, lease in dead_leases(world):
-        if found_id != message_id:
-            continue
-        listed = {m.message_id: m for m in await world.queue.list()}.get(message_id)
-        if listed is None:
-            return True  # gone meanwhile: nothing left to free
-        held = Message(message_id, listed.queue, listed.payload, listed.order_key, listed.available_at,
-                       attempts=lease.attempts, idempotency_key=listed.idempotency_key, state="leased",
-                       lease_id=lease.lease_id)
-        try:
-            await world.queue.nack(held)
-        except NotFoundError:
-            return True  # another worker took it over meanwhile
-        return True
-    return True  # no longer leased by a dead process
+    for message in await world.queue.dead_leases():
+        if message.message_id == message_id:
+            await world.queue.release(message)
+    return True  # released now, or no longer held by the dead (taken over, acked)
