@@ -149,7 +149,7 @@
     box.style.setProperty("--z", state.zoom);
     const rows = s.trace.rows;
     document.getElementById("trace-note").textContent =
-      `${rows.length} rows, ${rows.reduce((n, r) => n + r.spans.filter((x) => x.kind === "attempt").length, 0)} attempts, ${wf.dur(s.trace.end)}`;
+      `${rows.length} rows, ${rows.reduce((n, r) => n + (r.kind === "step" ? r.spans.filter((x) => x.kind === "attempt").length : 0), 0)} attempts, ${wf.dur(s.trace.end)}`;
     const frag = document.createDocumentFragment();
     frag.append(axis(s.trace.end));
     for (const row of rows) {
@@ -277,7 +277,7 @@
       grid.push(["step", el("span", {class: "mono"}, step.name || row.name)], ["status", el("span", {class: `badge st-${step.status}`}, step.status)],
         ["call site", el("span", {class: "mono site", id: "call-site"}, "…")], ["input", pre(step.input)]);
       if (step.status === "completed") grid.push(["output", pre(step.output, "value step-output")]);
-      if (step.error) grid.push(["error", el("div", {}, el("div", {class: "err"}, `${step.error.type}: ${step.error.message}`),
+      if (step.error && step.status !== "completed") grid.push([step.status === "failed" ? "error" : "last error", el("div", {}, el("div", {class: "err"}, `${step.error.type}: ${step.error.message}`),
         step.error.traceback ? pre(step.error.traceback, "tb") : null)]);
       grid.push(["created", wf.time(step.created_at)], ["started", wf.time(step.started_at)], ["ended", wf.time(step.completed_at)],
         ["attempts", attemptsTable(row)]);
