@@ -4,11 +4,11 @@ Any World proves itself against the contract in `wf.runtime.world` by running th
 with its own store. In the World's test folder:
 
     # conftest.py
-    from wf.world_testing.fixtures import *   # noqa: F403  (world, make_world, world_store, ...)
+    from wf.world_testing.fixtures import make_world, world, world_store, world_url  # noqa: F401
 
     @pytest.fixture
     def world_store(tmp_path):               # optional: the default follows WF_TEST_WORLD
-        return Store("mypkg.worlds:factory")
+        return Store("postgresql://localhost/test?schema=t_1")   # any World URL
 
     # test_conformance.py
     from wf.world_testing.suite import *     # noqa: F403

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -19,18 +19,25 @@ from wf.runtime.errors import CorruptDataError, DataDirError, EntityConflictErro
 from wf.runtime.ids import new_run_id
 from wf.runtime.world import WORKFLOW_QUEUE, World
 from wf.world_local.world import LocalWorld
+from wf.world_testing.builders import assert_views_match_log, ev, event_types, new_run, new_step
 
-from .builders import assert_views_match_log, ev, event_types, new_run, new_step
-
-pytestmark = pytest.mark.usefixtures("only_local")
-
-MakeWorld = Callable[[], "World"]
+MakeWorld = Callable[[], Awaitable[World]]
 
 
 @pytest.fixture
-def only_local(request: pytest.FixtureRequest, world_factory: Callable[[Path], World]) -> None:
-    if request.node.callspec.params.get("world_factory") != "local":
-        pytest.skip("about the local World's files")
+async def make_world(data_dir: Path) -> AsyncIterator[MakeWorld]:
+    """Open (and start) another LocalWorld on the test's data dir; all are closed at the end."""
+    opened: list[World] = []
+
+    async def make() -> World:
+        world = LocalWorld(data_dir)
+        await world.start()
+        opened.append(world)
+        return world
+
+    yield make
+    for world in reversed(opened):
+        await world.close()
 
 
 def _log(data_dir: Path, run_id: str) -> Path:
@@ -246,7 +253,7 @@ async def test_a_corrupt_event_line_is_reported_with_file_and_line(world: World,
 
 
 async def test_a_damaged_run_view_is_ignored_for_the_log_and_a_corrupt_log_is_skipped_by_listings(
-        world: World, data_dir: Path, caplog: pytest.LogCaptureFixture, world_factory: Callable[[Path], World],
+        world: World, data_dir: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
     good = await new_run(world)
     bad_view = await new_run(world)
@@ -255,7 +262,7 @@ async def test_a_damaged_run_view_is_ignored_for_the_log_and_a_corrupt_log_is_sk
     (data_dir / "runs" / bad_view / "run.json").write_bytes(b'{"run_id": "trunc')
     (data_dir / "runs" / bad_log / "events.jsonl").write_bytes(b'{"run_id": "trunc\n')
     (data_dir / "runs" / bad_log / "run.json").write_bytes(b'{"run_id": "trunc')
-    other = world_factory(data_dir)  # not started: nothing repairs the views
+    other = LocalWorld(data_dir)  # not started: nothing repairs the views
     assert (await other.runs.get(bad_view)).status == RunStatus.RUNNING  # run.json only mirrors the log
     with pytest.raises(CorruptDataError, match=r"events\.jsonl"):
         await other.runs.get(bad_log)
@@ -330,7 +337,7 @@ async def test_a_world_without_fsync_keeps_everything_across_restarts(data_dir: 
 
 
 async def test_start_repairs_views_when_a_writer_died_between_commit_and_views(
-        world: World, data_dir: Path, make_world: MakeWorld, world_factory: Callable[[Path], World]) -> None:
+        world: World, data_dir: Path, make_world: MakeWorld) -> None:
     run_id = await new_run(world)
     await new_step(world, run_id, "s1", started=True)
     child = _run_child(data_dir, f"""
@@ -343,7 +350,7 @@ async def test_start_repairs_views_when_a_writer_died_between_commit_and_views(
     on_disk = json.loads((data_dir / "runs" / run_id / "run.json").read_bytes())
     # Written when the run started (2), or by the child's start-up repair (4): it lags the log's 5 events...
     assert on_disk["event_count"] in (2, 4)
-    reader = world_factory(data_dir)  # not started: nothing repairs the view
+    reader = LocalWorld(data_dir)  # not started: nothing repairs the view
     assert (await reader.runs.get(run_id)).event_count == 5  # ...and readers see past it
     assert [r.event_count for r in (await reader.runs.list()).data] == [5]
     await reader.close()

@@ -143,13 +143,7 @@ async def test_readers_never_see_a_half_written_view(world: World, input_size: i
     assert len(seen) > 10
 
 
-# --- real processes sharing one data directory (the children open a LocalWorld) ---
-
-
-@pytest.fixture
-def only_local(request: pytest.FixtureRequest) -> None:
-    if request.node.callspec.params.get("world_factory") != "local":
-        pytest.skip("the child processes open a LocalWorld")
+# --- real processes sharing one store (each child opens it by its URL) ---
 
 
 _CHILD = textwrap.dedent("""
@@ -157,12 +151,12 @@ _CHILD = textwrap.dedent("""
     from pathlib import Path
     from wf.runtime.entities import Event, EventType
     from wf.runtime.errors import WorldError
-    from wf.world_local.world import LocalWorld
+    from wf.runtime.config import world_from_url
 
-    data_dir, go, ready, spec = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), json.loads(sys.argv[4])
+    url, go, ready, spec = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), json.loads(sys.argv[4])
 
     async def main():
-        world = LocalWorld(data_dir)
+        world = world_from_url(url)
         ready.touch()
         while not go.exists():
             time.sleep(0.0005)
@@ -185,7 +179,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def _processes(tmp_path: Path, data_dir: Path, specs: list[dict[str, Any]]) -> list[subprocess.Popen[str]]:
+def _processes(tmp_path: Path, url: str, specs: list[dict[str, Any]]) -> list[subprocess.Popen[str]]:
     """Start one process per spec; each opens the World, then acts when `go` appears."""
     go = tmp_path / "go"
     procs = []
@@ -194,7 +188,7 @@ def _processes(tmp_path: Path, data_dir: Path, specs: list[dict[str, Any]]) -> l
         ready = tmp_path / f"ready-{i}"
         readies.append(ready)
         procs.append(subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(data_dir), str(go), str(ready), json.dumps(spec)],
+            [sys.executable, "-c", _CHILD, url, str(go), str(ready), json.dumps(spec)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     deadline = time.monotonic() + 60
     while not all(r.exists() for r in readies):
@@ -218,10 +212,9 @@ def _op(run_id: str, event_type: str, cid: str | None = None, **data: Any) -> di
     return {"run_id": run_id, "event_type": event_type, "cid": cid, "data": data}
 
 
-@pytest.mark.usefixtures("only_local")
-async def test_processes_creating_the_same_step_one_wins(world: World, data_dir: Path, tmp_path: Path) -> None:
+async def test_processes_creating_the_same_step_one_wins(world: World, world_url: str, tmp_path: Path) -> None:
     run_id = await new_run(world)
-    procs = _processes(tmp_path, data_dir, [
+    procs = _processes(tmp_path, world_url, [
         {"ops": [_op(run_id, "step_created", "s1", step_name=f"p{i}", input=None)]} for i in range(PROCESSES)])
     statuses = Counter(out[0]["status"] for out in _outcomes(procs))
     assert statuses == {200: 1, 409: PROCESSES - 1}
@@ -229,11 +222,10 @@ async def test_processes_creating_the_same_step_one_wins(world: World, data_dir:
     await assert_views_match_log(world, run_id)
 
 
-@pytest.mark.usefixtures("only_local")
-async def test_processes_completing_the_same_step_one_wins(world: World, data_dir: Path, tmp_path: Path) -> None:
+async def test_processes_completing_the_same_step_one_wins(world: World, world_url: str, tmp_path: Path) -> None:
     run_id = await new_run(world)
     await new_step(world, run_id, "s1", started=True)
-    procs = _processes(tmp_path, data_dir, [
+    procs = _processes(tmp_path, world_url, [
         {"ops": [_op(run_id, "step_completed", "s1", result=i)]} for i in range(PROCESSES)])
     outs = _outcomes(procs)
     assert Counter(out[0]["status"] for out in outs) == {200: 1, 409: PROCESSES - 1}
@@ -243,11 +235,10 @@ async def test_processes_completing_the_same_step_one_wins(world: World, data_di
     await assert_views_match_log(world, run_id)
 
 
-@pytest.mark.usefixtures("only_local")
 async def test_processes_lazily_starting_the_same_run_create_it_once(
-        world: World, data_dir: Path, tmp_path: Path) -> None:
+        world: World, world_url: str, tmp_path: Path) -> None:
     run_id = new_run_id()
-    procs = _processes(tmp_path, data_dir, [
+    procs = _processes(tmp_path, world_url, [
         {"ops": [_op(run_id, "run_started", workflow_name=WORKFLOW, input=i)]} for i in range(PROCESSES)])
     outs = [out[0] for out in _outcomes(procs)]
     assert all(o["status"] == 200 for o in outs)
@@ -256,21 +247,19 @@ async def test_processes_lazily_starting_the_same_run_create_it_once(
     await assert_views_match_log(world, run_id)
 
 
-@pytest.mark.usefixtures("only_local")
 async def test_processes_claiming_one_token_from_different_runs_one_gets_it(
-        world: World, data_dir: Path, tmp_path: Path) -> None:
+        world: World, world_url: str, tmp_path: Path) -> None:
     runs = [await new_run(world) for _ in range(PROCESSES)]
-    procs = _processes(tmp_path, data_dir, [
+    procs = _processes(tmp_path, world_url, [
         {"ops": [_op(r, "hook_created", "h1", token="contested", metadata=None)]} for r in runs])
     kinds = Counter(out[0]["events"][0] for out in _outcomes(procs))
     assert kinds == {"hook_created": 1, "hook_conflict": PROCESSES - 1}
 
 
-@pytest.mark.usefixtures("only_local")
-async def test_processes_appending_to_one_run_lose_nothing(world: World, data_dir: Path, tmp_path: Path) -> None:
+async def test_processes_appending_to_one_run_lose_nothing(world: World, world_url: str, tmp_path: Path) -> None:
     run_id = await new_run(world)
     per_process = 15
-    procs = _processes(tmp_path, data_dir, [
+    procs = _processes(tmp_path, world_url, [
         {"ops": [_op(run_id, "step_created", f"p{i}-{j}", step_name="x", input=j) for j in range(per_process)]}
         for i in range(PROCESSES)])
     assert all(o["status"] == 200 for out in _outcomes(procs) for o in out)
@@ -280,10 +269,9 @@ async def test_processes_appending_to_one_run_lose_nothing(world: World, data_di
     await assert_views_match_log(world, run_id)
 
 
-@pytest.mark.usefixtures("only_local")
-async def test_events_wait_wakes_when_another_process_appends(world: World, data_dir: Path, tmp_path: Path) -> None:
+async def test_events_wait_wakes_when_another_process_appends(world: World, world_url: str, tmp_path: Path) -> None:
     run_id = await new_run(world)
-    procs = _processes(tmp_path, data_dir, [
+    procs = _processes(tmp_path, world_url, [
         {"delay": 0.3, "ops": [_op(run_id, "step_created", "s1", step_name="x", input=None)]}])
     assert await world.events.wait(run_id, after_seq=1, timeout=20) is True
     woke_at = time.time()
@@ -294,14 +282,13 @@ async def test_events_wait_wakes_when_another_process_appends(world: World, data
     assert [e.correlation_id for e in await world.events.list(run_id, after_seq=1)] == ["s1"]
 
 
-@pytest.mark.usefixtures("only_local")
-async def test_many_processes_and_threads_race_on_many_steps(world: World, data_dir: Path, tmp_path: Path) -> None:
+async def test_many_processes_and_threads_race_on_many_steps(world: World, world_url: str, tmp_path: Path) -> None:
     run_id = await new_run(world)
     ops: list[dict[str, Any]] = []
     for j in range(40):
         ops += [_op(run_id, "step_created", f"s{j}", step_name="x", input=None), _op(run_id, "step_started", f"s{j}"),
                 _op(run_id, "step_completed", f"s{j}", result=j)]
-    procs = _processes(tmp_path, data_dir, [{"ops": ops} for _ in range(4)])
+    procs = _processes(tmp_path, world_url, [{"ops": ops} for _ in range(4)])
 
     async def mine(i: int) -> None:
         for op in ops:
@@ -315,37 +302,3 @@ async def test_many_processes_and_threads_race_on_many_steps(world: World, data_
     types = await event_types(world, run_id)
     assert types.count("step_created") == 40 and types.count("step_completed") == 40
     await assert_views_match_log(world, run_id)
-
-
-@pytest.mark.usefixtures("only_local")
-async def test_many_runs_committing_at_once_share_syncs_and_every_status_marker_ends_right(
-        world: World, data_dir: Path) -> None:
-    # With fsync on and other commits ready to run, commits are synced on the sync threads
-    # (group commit); a status marker must still move only after its commit, and end right.
-    from wf.runtime.entities import RunStatus
-    from wf.world_local.world import LocalWorld
-
-    assert isinstance(world, LocalWorld) and world.fsync
-
-    async def lifecycle(i: int) -> str:
-        run_id = await new_run(world, started=False)
-        await world.events.create(run_id, ev(run_id, "run_started"))
-        for j in range(3):
-            await new_step(world, run_id, f"s{j}", started=True)
-            await world.events.create(run_id, ev(run_id, "step_completed", f"s{j}", result=j))
-        if i % 3 == 0:
-            return run_id  # stays running
-        end = "run_completed" if i % 3 == 1 else "run_failed"
-        data: dict[str, Any] = {"output": i} if end == "run_completed" else {"error": {"message": "no"}}
-        await world.events.create(run_id, ev(run_id, end, **data))
-        return run_id
-
-    run_ids = await asyncio.gather(*(lifecycle(i) for i in range(30)))
-    store = world._store  # type: ignore[attr-defined]
-    assert store.syncer.count > 0, "no commit was synced off the event loop"
-    expected = {RunStatus.RUNNING: set(run_ids[0::3]), RunStatus.COMPLETED: set(run_ids[1::3]),
-                RunStatus.FAILED: set(run_ids[2::3])}
-    for status in RunStatus:
-        assert store.index.run_ids([status]) == expected.get(status, set()), status
-    for run_id in run_ids[:3]:
-        await assert_views_match_log(world, run_id)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal
 import statistics
@@ -22,7 +21,9 @@ import pytest
 from wf.runtime.errors import InvalidIdError, NotFoundError
 from wf.runtime.world import Message, Queue, World
 
-WORKER = Path(__file__).with_name("queue_worker.py")
+from .stores import Store
+
+WORKER_MODULE = "wf.world_testing.queue_worker"
 Q = "jobs"
 
 
@@ -31,26 +32,12 @@ def queue(world: World) -> Queue:
     return world.queue
 
 
-@pytest.fixture
-def factory_name(request: pytest.FixtureRequest) -> str:
-    return str(request.node.callspec.params["world_factory"])
-
-
-@pytest.fixture
-def local_only(world: World) -> None:
-    """For tests that look at the local World's files."""
-    from wf.world_local.queue import LocalQueue
-
-    if not isinstance(world.queue, LocalQueue):
-        pytest.skip("inspects the files of the local World")
-
-
 class Worker:
-    """A queue_worker.py subprocess whose JSON lines are read as they come."""
+    """A queue_worker subprocess (on the store at `url`) whose JSON lines are read as they come."""
 
-    def __init__(self, factory: str, data_dir: Path, *args: object) -> None:
+    def __init__(self, url: str, *args: object) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER), factory, str(data_dir), *map(str, args)],
+            [sys.executable, "-m", WORKER_MODULE, url, *map(str, args)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -78,8 +65,8 @@ class Worker:
 def workers() -> Iterator[Callable[..., Worker]]:
     started: list[Worker] = []
 
-    def start(factory: str, data_dir: Path, *args: object) -> Worker:
-        worker = Worker(factory, data_dir, *args)
+    def start(url: str, *args: object) -> Worker:
+        worker = Worker(url, *args)
         started.append(worker)
         return worker
 
@@ -325,10 +312,10 @@ async def test_a_cancelled_take_leases_nothing(queue: Queue) -> None:
 
 
 async def test_a_killed_workers_message_is_delivered_again_promptly(
-    world: World, data_dir: Path, factory_name: str, workers: Callable[..., Worker]
+    world: World, world_url: str, workers: Callable[..., Worker]
 ) -> None:
     await world.queue.enqueue(Q, {"n": 1})
-    worker = workers(factory_name, data_dir, "hold", Q, 600)
+    worker = workers(world_url, "hold", Q, 600)
     taken = await worker.line()
     assert taken["event"] == "taken" and taken["attempts"] == 1
     assert await world.queue.take([Q]) is None
@@ -376,10 +363,10 @@ async def test_messages_delays_and_order_survive_a_restart(make_world: Callable[
 
 
 async def test_a_take_blocked_in_another_process_wakes_on_enqueue(
-    world: World, data_dir: Path, factory_name: str, workers: Callable[..., Worker]
+    world: World, world_url: str, workers: Callable[..., Worker]
 ) -> None:
     latencies = []
-    worker = workers(factory_name, data_dir, "wait", Q, 5)
+    worker = workers(world_url, "wait", Q, 5)
     for n in range(5):
         assert (await worker.line())["event"] == "waiting"
         await asyncio.sleep(0.1)  # let it block in take
@@ -394,11 +381,11 @@ async def test_a_take_blocked_in_another_process_wakes_on_enqueue(
 
 
 async def test_a_process_that_blocks_right_after_enqueueing_still_wakes_the_taker_at_once(
-    world: World, data_dir: Path, factory_name: str, workers: Callable[..., Worker]
+    world: World, world_url: str, workers: Callable[..., Worker]
 ) -> None:
     # The enqueuer does not return to its event loop before it hears back (a CLI command that
     # exits, a harness reading a pipe): its wake-up must already be on its way.
-    worker = workers(factory_name, data_dir, "wait", Q, 5)
+    worker = workers(world_url, "wait", Q, 5)
     latencies = []
     for n in range(8):
         assert worker.line_now()["event"] == "waiting"
@@ -438,13 +425,13 @@ async def test_in_process_hand_off_is_fast(queue: Queue) -> None:
 
 
 async def test_threads_and_processes_deliver_each_message_exactly_once(
-    make_world: Callable[..., Any], data_dir: Path, factory_name: str, workers: Callable[..., Worker],
+    make_world: Callable[..., Any], world_url: str, workers: Callable[..., Worker],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("WF_FSYNC", "0")  # for speed, here and in the worker processes
     world = await make_world()
     enqueued = {await world.queue.enqueue(Q, {"n": n}) for n in range(500)}
-    procs = [workers(factory_name, data_dir, "consume", Q, 0.5) for _ in range(2)]
+    procs = [workers(world_url, "consume", Q, 0.5) for _ in range(2)]
     taken_by_threads: list[tuple[str, int]] = []
     lock = threading.Lock()
 
@@ -473,9 +460,9 @@ async def test_threads_and_processes_deliver_each_message_exactly_once(
 
 
 async def test_no_wake_up_is_lost_when_enqueues_race_with_acks(
-    world: World, data_dir: Path, factory_name: str, workers: Callable[..., Worker]
+    world: World, world_url: str, workers: Callable[..., Worker]
 ) -> None:
-    consumer = workers(factory_name, data_dir, "consume", Q, 0.5, 0.01)  # holds each message 10 ms
+    consumer = workers(world_url, "consume", Q, 0.5, 0.01)  # holds each message 10 ms
     assert (await consumer.line())["event"] == "ready"
     for n in range(100):  # most land while the one coalesced message is leased
         await world.queue.enqueue(Q, {"n": n}, idempotency_key="run:1")
@@ -526,71 +513,8 @@ async def test_take_stays_fast_with_5000_queued_messages(
 # --- bad data and bad input -----------------------------------------------------------------
 
 
-async def test_a_corrupt_message_file_is_skipped_with_a_warning(
-    make_world: Callable[..., Any], data_dir: Path, caplog: pytest.LogCaptureFixture, local_only: None
-) -> None:
-    world = await make_world()
-    good = await world.queue.enqueue(Q, {"n": "good"})
-    bad = await world.queue.enqueue(Q, {"n": "bad"})
-    (data_dir / "queue" / "messages" / f"{bad}.json").write_bytes(b'{"v": 1, "id": "trunc')
-
-    with caplog.at_level(logging.WARNING, logger="wf.world_local"):
-        reopened = await make_world()
-        listed = await reopened.queue.list()
-        taken = await reopened.queue.take([Q])
-
-    assert [m.message_id for m in listed] == [good]
-    assert taken is not None and taken.message_id == good
-    assert any(bad in r.getMessage() and "corrupt" in r.getMessage() for r in caplog.records)
-    assert list((data_dir / "queue" / "corrupt").iterdir())  # moved aside, not deleted
-
-
-async def test_acked_and_deleted_messages_leave_no_message_files_behind(
-    make_world: Callable[..., Any], data_dir: Path, local_only: None
-) -> None:
-    world = await make_world()
-    for n in range(20):
-        await world.queue.enqueue(Q, {"n": n}, idempotency_key=f"k{n % 5}", delay=0.01 * (n % 2))
-    victim = await world.queue.enqueue(Q, {"n": "deleted"})
-    await world.queue.delete(victim)
-    await asyncio.sleep(0.05)
-    while (message := await world.queue.take([Q])) is not None:
-        if message.attempts == 1 and message.payload["n"] == 0:
-            await world.queue.nack(message)  # a rewritten file, then a removed one
-        else:
-            await world.queue.ack(message)
-    await world.close()  # lets the background deletions finish
-
-    leftovers = [str(p.relative_to(data_dir)) for p in (data_dir / "queue").rglob("*") if p.is_file()]
-    # Removed files wait in spare/ to be reused (no more than were ever removed); nothing else stays.
-    spares = [p for p in leftovers if p.startswith("queue/spare/")]
-    assert sorted(set(leftovers) - set(spares)) == ["queue/changes.log", "queue/lock"]
-    assert len(spares) <= 2 * 21
-
-
-async def test_the_files_of_acked_messages_are_reused_for_new_ones(
-    make_world: Callable[..., Any], data_dir: Path, local_only: None
-) -> None:
-    world = await make_world()
-    messages = data_dir / "queue" / "messages"
-    seen: set[int] = set()
-    reused = 0
-    for n in range(30):
-        await world.queue.enqueue(Q, {"n": n})
-        message = await world.queue.take([Q])
-        assert message is not None and message.payload == {"n": n}
-        inodes = {p.stat().st_ino for p in messages.iterdir()}
-        assert len(inodes) == 2  # the message and its lease
-        reused += len(inodes & seen)
-        seen |= inodes
-        await world.queue.ack(message)
-    await world.close()
-    assert reused >= 2 * 28  # after the first round trip, no file is created anew
-    assert len(list((data_dir / "queue" / "spare").iterdir())) == 2
-
-
-async def test_hostile_queue_names_and_keys_stay_inside_the_data_dir(
-    queue: Queue, data_dir: Path, tmp_path: Path
+async def test_hostile_queue_names_and_keys_stay_inside_the_store(
+    queue: Queue, world_store: Store, tmp_path: Path
 ) -> None:
     hostile = ["../../escape", "/etc/passwd", "..", "a/../../b", "x" * 150 + "/..", "\\..\\..\\win"]
     for name in hostile:
@@ -599,8 +523,10 @@ async def test_hostile_queue_names_and_keys_stay_inside_the_data_dir(
         assert message is not None and message.message_id == message_id and message.payload == {"n": name}
         assert message.idempotency_key == f"../{name}"
 
-    outside = [p for p in tmp_path.rglob("*") if data_dir not in p.parents and p != data_dir]
-    assert outside == []
+    data_dir = world_store.data_dir  # a local store: nothing may appear outside its directory
+    if data_dir is not None:
+        outside = [p for p in tmp_path.rglob("*") if data_dir not in p.parents and p != data_dir]
+        assert outside == []
     for bad in ["", "nul\x00byte", "new\nline", "x" * 5000]:
         with pytest.raises(InvalidIdError):
             await queue.enqueue(bad, {"n": 1})
@@ -657,79 +583,3 @@ async def test_delete_removes_a_message_whatever_its_state_and_unknown_ids_are_n
 # --- the local World's machinery: lease holders, change log, safety rescan -----------------
 
 
-def test_a_lease_holder_is_dead_once_killed_even_unreaped_and_a_recycled_pid_is_not_it() -> None:
-    from wf.world_local.leases import Holder, current_holder, is_alive
-
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import json, time; from wf.world_local.leases import current_holder; "
-         "print(json.dumps(current_holder().to_dict()), flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert child.stdout is not None
-        holder = Holder.from_dict(json.loads(child.stdout.readline()))
-        assert holder.pid == child.pid and is_alive(holder)
-        assert not is_alive(Holder(holder.pid, holder.start + 1, holder.boot, holder.ns))  # a recycled pid
-        assert not is_alive(Holder(holder.pid, holder.start, "another-boot", holder.ns))
-        # another container's process cannot be looked up: only its lease time ends its lease
-        assert is_alive(Holder(999_999_999, 1, holder.boot, holder.ns + 1))
-        child.kill()  # and not waited for: a zombie
-        deadline = time.monotonic() + 2
-        while is_alive(holder) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not is_alive(holder)
-        assert child.poll() is not None or Path(f"/proc/{child.pid}").exists()
-    finally:
-        child.kill()
-        child.wait()
-    assert is_alive(current_holder())
-
-
-async def test_another_view_stays_exact_across_change_log_rotations(
-    make_world: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, local_only: None
-) -> None:
-    from wf.world_local import queue_log
-
-    monkeypatch.setattr(queue_log, "ROTATE_BYTES", 1000)  # a rotation every ~25 changes
-    monkeypatch.setenv("WF_FSYNC", "0")
-    busy, idle, follower = await make_world(), await make_world(), await make_world()
-    for n in range(40):
-        await busy.queue.enqueue(Q, {"n": n})
-    assert len(await follower.queue.list()) == 40  # follows each rotation as it happens
-
-    for _ in range(30):  # ~100 changes: `idle` misses whole generations of the log
-        message = await busy.queue.take([Q])
-        assert message is not None
-        await busy.queue.ack(message)
-        assert (await follower.queue.list())[0].message_id != message.message_id
-    log = busy.queue.root / "changes.log"  # type: ignore[attr-defined]
-    generation = int(log.read_text().split("\n", 1)[0].removeprefix("#gen "))
-
-    for view in (idle, follower):
-        assert [m.payload["n"] for m in await view.queue.list()] == list(range(30, 40))
-    taken = await idle.queue.take([Q])
-    assert taken is not None and taken.payload == {"n": 30}
-    assert generation >= 3  # the log was replaced several times
-
-
-async def test_a_message_file_restored_behind_the_queues_back_is_found_by_the_safety_rescan(
-    make_world: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_only: None
-) -> None:
-    from wf.world_local import queue as local_queue
-    from wf.world_local.world import LocalWorld
-
-    monkeypatch.setattr(local_queue, "SAFETY_RESCAN_SECONDS", 0.3)
-    world = await make_world()
-    elsewhere = LocalWorld(tmp_path / "backup")
-    await elsewhere.start()
-    message_id = await elsewhere.queue.enqueue(Q, {"n": "restored"})
-    await elsewhere.close()
-    waiting = asyncio.create_task(world.queue.take([Q], timeout=5))
-    await asyncio.sleep(0.05)
-
-    name = f"{message_id}.json"
-    source = tmp_path / "backup" / "queue" / "messages" / name
-    (world.queue.root / "messages" / name).write_bytes(source.read_bytes())  # type: ignore[attr-defined]
-
-    message = await waiting
-    assert message is not None and message.message_id == message_id

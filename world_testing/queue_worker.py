@@ -1,28 +1,27 @@
 """A queue consumer in its own process, for the queue tests' crash and cross-process cases.
 
-    python queue_worker.py <factory> <data_dir> hold <queue> <lease>
+    python -m wf.world_testing.queue_worker <url> hold <queue> <lease>
         take one message, print it, then sleep until killed
-    python queue_worker.py <factory> <data_dir> wait <queue> <timeout>
+    ... <url> wait <queue> <timeout>
         print "waiting", block in take(timeout), print the message and the hand-off latency;
         again, until a message with {"last": true} or a timeout
-    python queue_worker.py <factory> <data_dir> consume <queue> <idle> [<hold>]
+    ... <url> consume <queue> <idle> [<hold>]
         take, and ack <hold> seconds later (default 0.001), until nothing comes for <idle>
         seconds; print what was taken
 
-Every line printed is one JSON object. `<factory>` names an entry of WORLD_FACTORIES in
-conftest.py, so the same cases run against every World.
+Every line printed is one JSON object. `<url>` is the store's World URL
+(`wf.runtime.config.world_from_url`), so the same cases run against every World.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
+from wf.runtime.config import world_from_url
 from wf.runtime.world import Message, World
 
 
@@ -32,14 +31,6 @@ def _say(**fields: Any) -> None:
 
 def _describe(message: Message) -> dict[str, Any]:
     return {"id": message.message_id, "attempts": message.attempts, "payload": message.payload}
-
-
-def _open_world(factory: str, data_dir: Path) -> World:
-    spec = importlib.util.spec_from_file_location("_wf_contract_conftest", Path(__file__).with_name("conftest.py"))
-    assert spec is not None and spec.loader is not None
-    conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conftest)
-    return conftest.WORLD_FACTORIES[factory](data_dir)
 
 
 async def _hold(world: World, queue: str, lease: float) -> None:
@@ -79,8 +70,8 @@ async def _consume(world: World, queue: str, idle: float, hold: float = 0.001) -
 
 
 async def main(argv: list[str]) -> None:
-    factory, data_dir, command, queue, *numbers = argv
-    world = _open_world(factory, Path(data_dir))
+    url, command, queue, *numbers = argv
+    world = world_from_url(url)
     await world.start()
     try:
         action = {"hold": _hold, "wait": _wait, "consume": _consume}[command]
