@@ -19,11 +19,13 @@ MAX_CONNECTIONS = 1000
 
 
 class HeadTimeoutProtocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, closing a connection whose first request head is not in within READ_TIMEOUT."""
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose first request head is not in within `head_timeout`."""
+
+    head_timeout = READ_TIMEOUT
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._head_timer = self.loop.call_later(READ_TIMEOUT, self._head_timeout)
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timeout)
 
     def _head_timeout(self) -> None:
         if self.cycle is None and not self.transport.is_closing():
@@ -43,10 +45,11 @@ class _QuietServer(uvicorn.Server):
 class WebServer:
     """`await start()` binds and serves in a task; `port` tells the bound port; `await stop()` ends it."""
 
-    def __init__(self, app: Any, host: str, port: int) -> None:
+    def __init__(self, app: Any, host: str, port: int, *, head_timeout: float = READ_TIMEOUT) -> None:
+        protocol = type("HeadTimeout", (HeadTimeoutProtocol,), {"head_timeout": head_timeout})
         config = uvicorn.Config(
             app, host=host, port=port, lifespan="off", log_level=logging.WARNING, access_log=False,
-            http=HeadTimeoutProtocol, ws="none", limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5,
+            http=protocol, ws="none", limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5,
             timeout_graceful_shutdown=2, server_header=False,
         )
         self.host = host
