@@ -49,6 +49,7 @@ import orjson
 from ..runtime.errors import InvalidIdError, NotFoundError, WorldError
 from ..runtime.ids import new_ulid, validate_id
 from ..runtime.world import Message, Queue
+from .boundary import storage_boundary
 from .files import dumps
 from .leases import LivenessCache, current_holder
 from .notify import Notifier
@@ -137,6 +138,7 @@ class _Change:
                 self._queue._reload(self._message_id, time.time(), locked=True)
 
 
+@storage_boundary
 class LocalQueue(Queue):
     """`Queue` on the file system, safe for several threads and processes on one directory."""
 

@@ -59,7 +59,13 @@ from ..runtime.entities import (
     Wait,
     utcnow,
 )
-from ..runtime.errors import CorruptDataError, EntityConflictError, InvalidIdError, NotFoundError
+from ..runtime.errors import (
+    CorruptDataError,
+    EntityConflictError,
+    InvalidIdError,
+    NotFoundError,
+    StorageUnavailableError,
+)
 from ..runtime.ids import new_ulid, validate_id
 from ..runtime.state_machine import RunState, apply, plan
 from ..runtime.world import EventResult
@@ -125,8 +131,8 @@ class LogView:
 
 
 class _RunHandle:
-    __slots__ = ("fd", "lock", "log_path", "new_run_status", "pending_moves", "run_dir", "run_id", "users", "view",
-                 "views_dirty")
+    __slots__ = ("discarded", "fd", "lock", "log_path", "new_run_status", "pending_moves", "run_dir", "run_id", "users",
+                 "view", "views_dirty")
 
     def __init__(self, run_id: str, run_dir: str, fd: int) -> None:
         self.run_id = run_id
@@ -141,6 +147,8 @@ class _RunHandle:
         self.pending_moves: list[tuple[int, RunStatus | None, RunStatus]] = []
         #: The status of a new run whose first commit's folder syncs are left to the caller.
         self.new_run_status: RunStatus | None = None
+        #: Its log was removed (a run whose creation failed): closed once its last user lets go.
+        self.discarded = False
 
 
 class _LockTimeout(Exception):
@@ -232,9 +240,22 @@ class RunStore:
         except FileNotFoundError:
             if not create:
                 return None
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(run_dir)
-            fd = os.open(log_path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            for attempt in range(3):
+                made = False
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(run_dir)
+                    made = True
+                try:
+                    fd = os.open(log_path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    break
+                except FileNotFoundError:  # an empty run folder removed meanwhile (see _drop_if_empty)
+                    if attempt == 2:
+                        raise
+                except OSError:
+                    if made:  # leave no empty run folder behind (a full disk)
+                        with contextlib.suppress(OSError):
+                            os.rmdir(run_dir)
+                    raise
         with self._handles_lock:
             handle = self._handles.get(run_id)
             if handle is not None:
@@ -268,6 +289,44 @@ class RunStore:
     def _release_handle(self, handle: _RunHandle) -> None:
         with self._handles_lock:
             handle.users -= 1
+            if handle.discarded and handle.users == 0:
+                with contextlib.suppress(OSError):
+                    os.close(handle.fd)
+
+    def _discard_handle(self, handle: _RunHandle) -> None:
+        """Forget a handle whose log is gone (its fd is closed by the last user)."""
+        with self._handles_lock:
+            if self._handles.get(handle.run_id) is handle:
+                del self._handles[handle.run_id]
+            self._kept_folds.pop(handle.run_id, None)
+            handle.discarded = True
+            handle.view = None
+
+    def _stale(self, handle: _RunHandle) -> bool:
+        """Whether the handle's log is no longer the file at its path (removed after a failed creation)."""
+        try:
+            return os.stat(handle.log_path).st_ino != os.fstat(handle.fd).st_ino
+        except FileNotFoundError:
+            return True
+
+    def _drop_if_empty(self, handle: _RunHandle) -> bool:
+        """With the run's lock held: remove the run's log, folder and status markers if its log holds
+        no event (a creation that failed: a full disk, a value that cannot be encoded). Whether it did."""
+        try:
+            if os.fstat(handle.fd).st_size > 0 or self._stale(handle):
+                return False
+            os.unlink(handle.log_path)
+        except OSError:
+            return False
+        self._discard_handle(handle)
+        with contextlib.suppress(OSError):
+            self.index.set_only(handle.run_id, None)
+        for name in (".run.json.spare", "run.json"):
+            with contextlib.suppress(OSError):
+                os.unlink(f"{handle.run_dir}/{name}")
+        with contextlib.suppress(OSError):
+            os.rmdir(handle.run_dir)
+        return True
 
     @contextlib.contextmanager
     def locked(self, run_id: str, *, create: bool = False, timeout: float | None = None) -> Iterator[_RunHandle | None]:
@@ -433,17 +492,30 @@ class RunStore:
         now = utcnow()
         committed = False
         pending = None
-        with self.locked(run_id, create=any(_creates_run(e) for e in prepared)) as handle:
-            if handle is None:  # no such run: let the state machine say why
-                plan(RunState(), prepared[0], now)
-                raise NotFoundError(f"run {run_id} not found")
-            results, committed, deferred = self._commit_locked(
-                handle, prepared, now, skip_conflicts, expected_seq, defer_sync=defer_sync)
-            if deferred:
-                with self._handles_lock:
-                    handle.users += 1  # keep its fd open until the sync is done
-                assert handle.view is not None
-                pending = handle, handle.view.size
+        creates = any(_creates_run(e) for e in prepared)
+        for _ in range(5):
+            with self.locked(run_id, create=creates) as handle:
+                if handle is None:  # no such run: let the state machine say why
+                    plan(RunState(), prepared[0], now)
+                    raise NotFoundError(f"run {run_id} not found")
+                if creates and self._stale(handle):
+                    self._discard_handle(handle)  # its creation failed and was cleared away: start again
+                    continue
+                try:
+                    results, committed, deferred = self._commit_locked(
+                        handle, prepared, now, skip_conflicts, expected_seq, defer_sync=defer_sync)
+                except BaseException:
+                    if creates and self._drop_if_empty(handle):
+                        log.info("run %s: its creation failed, nothing of it is left", run_id)
+                    raise
+                if deferred:
+                    with self._handles_lock:
+                        handle.users += 1  # keep its fd open until the sync is done
+                    assert handle.view is not None
+                    pending = handle, handle.view.size
+            break
+        else:
+            raise StorageUnavailableError(f"run {run_id}: its log keeps being removed under us")
         if committed and pending is None:
             self._notify_committed(run_id, results)
         return results, pending
@@ -850,6 +922,8 @@ class RunStore:
             view = self.refresh(handle)
             run = view.state.run
             if run is None:
+                if self._drop_if_empty(handle):
+                    log.warning("run %s: removed its empty folder (a creation that failed)", run_id)
                 self.index.set_only(run_id, None)
                 return None
             if self._write_run_view(handle, view, sync=self.fsync, only_changed=True):

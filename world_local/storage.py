@@ -23,6 +23,7 @@ from ..runtime.entities import Event, Hook, HookStatus, Page, Run, RunStatus, St
 from ..runtime.errors import CorruptDataError, InvalidIdError, NotFoundError
 from ..runtime.ids import validate_id
 from ..runtime.world import EventResult, EventsStorage, HooksStorage, RunsStorage, StepsStorage, WaitsStorage
+from .boundary import storage_boundary
 from .event_log import parse_line, without_payloads
 from .run_store import RunStore, run_channel
 
@@ -85,6 +86,7 @@ class _Reader:
         return found[1]  # type: ignore[return-value]
 
 
+@storage_boundary
 class LocalRuns(RunsStorage):
     def __init__(self, store: RunStore) -> None:
         self._store = store
@@ -136,6 +138,7 @@ class LocalRuns(RunsStorage):
         return Page(page, page[-1].run_id if more else None)
 
 
+@storage_boundary
 class LocalSteps(StepsStorage):
     def __init__(self, store: RunStore) -> None:
         self._read = _Reader(store)
@@ -155,6 +158,7 @@ class LocalSteps(StepsStorage):
         return _page(items, _seq_cursor(cursor), limit, lambda key: str(key[1]))
 
 
+@storage_boundary
 class LocalEvents(EventsStorage):
     def __init__(self, store: RunStore) -> None:
         self._store = store
@@ -208,6 +212,7 @@ class LocalEvents(EventsStorage):
                 await sub.wait(1.0 if remaining is None else min(remaining, 1.0))
 
 
+@storage_boundary
 class LocalHooks(HooksStorage):
     def __init__(self, store: RunStore) -> None:
         self._store = store
@@ -276,6 +281,7 @@ class LocalHooks(HooksStorage):
         return _page(found, _run_seq_cursor(cursor), limit, lambda key: f"{key[0]}:{key[1]}")
 
 
+@storage_boundary
 class LocalWaits(WaitsStorage):
     def __init__(self, store: RunStore) -> None:
         self._store = store

@@ -46,6 +46,7 @@ from ..runtime.errors import CorruptDataError, EntityConflictError, InvalidIdErr
 from ..runtime.ids import validate_id
 from ..runtime.world import StreamInfo, Streams
 from . import faults
+from .boundary import storage_boundary
 from .files import fsync_dir
 from .notify import Notifier
 
@@ -189,6 +190,7 @@ class _Done:
         return iter(())
 
 
+@storage_boundary
 class LocalStreams(Streams):
     """`Streams` on the file system under `root` (`<data>/streams`)."""
 

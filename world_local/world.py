@@ -30,6 +30,7 @@ import orjson
 from ..runtime.entities import Run, RunStatus
 from ..runtime.errors import WfError
 from ..runtime.world import WORKFLOW_QUEUE, World, workflow_message_key
+from .boundary import storage_boundary
 from .data_dir import default_data_dir, open_data_dir
 from .files import write_bytes_atomic
 from .leases import boot_id
@@ -49,6 +50,7 @@ def _env_fsync() -> bool:
     return os.environ.get("WF_FSYNC", "1").strip() != "0"
 
 
+@storage_boundary
 class LocalWorld(World):
     """Storage, queue and streams on the file system under `data_dir`."""
 

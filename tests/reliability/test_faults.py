@@ -21,6 +21,7 @@ import pytest
 
 import wf
 from wf.runtime.entities import Event, EventType
+from wf.runtime.errors import StorageUnavailableError
 from wf.runtime.worker import Worker
 from wf.world_local import faults
 from wf.world_local.world import LocalWorld
@@ -87,8 +88,9 @@ async def test_failed_append_commits_nothing_and_the_next_one_succeeds(world: Lo
     run = await wf.start_async("soak.chain", 1)
     before = await world.events.list(run.id)
     faults.arm("eio@append:1")
-    with pytest.raises(OSError):
+    with pytest.raises(StorageUnavailableError, match="injected fault") as info:
         await world.events.create(run.id, Event(run.id, E.RUN_STARTED))
+    assert info.value.errno == errno.EIO  # type: ignore[attr-defined]
     faults.disarm()
     assert await world.events.list(run.id) == before
     await world.events.create(run.id, Event(run.id, E.RUN_STARTED))
@@ -100,7 +102,7 @@ async def test_torn_append_is_cut_off_and_never_read_as_an_event(world: LocalWor
     log_file = data_dir / "runs" / run.id / "events.jsonl"
     size = log_file.stat().st_size
     faults.arm("tear@append:1")
-    with pytest.raises(OSError):
+    with pytest.raises(StorageUnavailableError):
         await world.events.create(run.id, Event(run.id, E.RUN_STARTED))
     faults.disarm()
     assert log_file.stat().st_size > size  # the torn prefix is on disk...

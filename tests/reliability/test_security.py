@@ -5,6 +5,7 @@ The HTTP endpoint of `wf dev` is tested with the dev server itself.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -117,7 +118,7 @@ async def test_generated_hook_tokens_carry_at_least_128_secret_bits(world: Local
 ])
 def test_cli_refuses_traversal_with_one_line_and_exit_2(tmp_path: Path, args: list[str]) -> None:
     data = tmp_path / "data"
-    LocalWorld(data, fsync=False)  # an existing data dir
+    asyncio.run(LocalWorld(data, fsync=False).start())  # an existing data dir, used before
     before = _tree(tmp_path)
     proc = subprocess.run([str(WF_BIN), *args, "--data-dir", str(data)], capture_output=True, text=True,
                           timeout=60, env=dict(os.environ, WF_FSYNC="0"), cwd=tmp_path)
