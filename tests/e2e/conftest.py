@@ -26,6 +26,7 @@ import pytest_asyncio
 
 from wf.runtime.loader import import_path
 from wf.testing import WorkflowEnv
+from wf.world_testing.stores import fresh_store
 
 WORKFLOWS_FILE = Path(__file__).resolve().parent / "workflows.py"
 REPO = WORKFLOWS_FILE.parents[2]
@@ -36,8 +37,11 @@ def load_workflows() -> ModuleType:
     return import_path(WORKFLOWS_FILE)
 
 
-def cli_env(data_dir: Path) -> dict[str, str]:
-    return {**os.environ, "WF_DATA_DIR": str(data_dir), "WF_FSYNC": "0", "COLUMNS": "120"}
+def cli_env(url: str) -> dict[str, str]:
+    """The environment of a `wf` subprocess on the store at `url` (a World URL)."""
+    env = {**os.environ, "WF_WORLD": url, "WF_FSYNC": "0", "COLUMNS": "120"}
+    env.pop("WF_DATA_DIR", None)
+    return env
 
 
 @dataclass
@@ -58,13 +62,14 @@ class E2E:
     env: WorkflowEnv
 
     @property
-    def data_dir(self) -> Path:
-        return self.env.data_dir
+    def url(self) -> str:
+        assert self.env.url is not None
+        return self.env.url
 
     async def cli(self, *args: str, timeout: float = 60) -> CliResult:
         """Run `wf ARGS...` (as `python -m wf.cli`) on this data dir, without blocking the event loop."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "wf.cli", *args, cwd=REPO, env=cli_env(self.data_dir),
+            sys.executable, "-m", "wf.cli", *args, cwd=REPO, env=cli_env(self.url),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -72,15 +77,15 @@ class E2E:
 
 
 class WorkerProcess:
-    """A `wf worker` subprocess serving `data_dir`."""
+    """A `wf worker` subprocess serving the store at `url`."""
 
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
-        self.data_dir = data_dir
+    def __init__(self, url: str, log_path: Path) -> None:
+        self.url = url
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wf.cli", "worker", str(WORKFLOWS_FILE), "--data-dir", str(data_dir)],
-            cwd=REPO, env=cli_env(data_dir), stdout=self._log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "wf.cli", "worker", str(WORKFLOWS_FILE), "--world", url],
+            cwd=REPO, env=cli_env(url), stdout=self._log, stderr=subprocess.STDOUT,
         )
 
     def log(self) -> str:
@@ -111,12 +116,14 @@ class WorkerProcess:
 @pytest.fixture(scope="session")
 def worker_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     root = tmp_path_factory.mktemp("e2e-subprocess")
-    worker = WorkerProcess(root / "data", root / "worker.log")
+    store = fresh_store(root)
+    worker = WorkerProcess(store.url, root / "worker.log")
     try:
         worker.wait_ready()
         yield worker
     finally:
         code = worker.stop()
+        asyncio.run(store.drop())
     assert code == 0, f"wf worker exited with {code} after SIGTERM:\n{worker.log()}"
 
 
@@ -127,10 +134,14 @@ def workflows() -> ModuleType:
 
 @pytest_asyncio.fixture(params=["inproc", "subprocess"])
 async def e2e(request: pytest.FixtureRequest, tmp_path: Path, workflows: ModuleType) -> AsyncIterator[E2E]:
+    store = None
     if request.param == "inproc":
-        env = WorkflowEnv(tmp_path / "data", skip_time=False)
+        store = fresh_store(tmp_path)
+        env = WorkflowEnv(store.url, skip_time=False)
     else:
         worker: WorkerProcess = request.getfixturevalue("worker_process")
-        env = WorkflowEnv(worker.data_dir, run_worker=False)
+        env = WorkflowEnv(worker.url, run_worker=False)
     async with env:
         yield E2E(request.param, env)
+    if store is not None:
+        await store.drop()
