@@ -224,7 +224,7 @@ async def start_run(
             raise
         await enqueue_workflow(world, run_id)  # its first enqueue may have failed (a retried start_child)
         return Run(run_id, world)  # the same key already made this run
-    except (WorldError, OSError) as exc:
+    except WorldError as exc:
         if isinstance(exc, InvalidIdError):
             raise
         # Storage failed but the queue may not have: let the worker create the run (seed 001).

@@ -122,7 +122,7 @@ class Worker:
         generation = await self.world.drain_generation()
         try:
             presence = await self.world.announce_worker({"kind": "worker", "concurrency": self.concurrency})
-        except (WorldError, OSError) as exc:  # presence only informs observers: never a reason to stop
+        except WorldError as exc:  # presence only informs observers: never a reason to stop
             log.warning("could not announce this worker: %s", exc)
             presence = ""
         try:
@@ -145,7 +145,7 @@ class Worker:
                     if self._stopping.is_set():
                         break  # stop() interrupted the wait (take is cancellation-safe)
                     raise
-                except (WorldError, OSError) as exc:  # a full or failing disk: wait, never die
+                except WorldError as exc:  # a full or failing disk: wait, never die
                     self._messages.release()
                     log.error("cannot take from the queue: %s", exc)
                     await asyncio.sleep(0.5)
@@ -164,7 +164,7 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
             self.executor.shutdown()
-            with contextlib.suppress(WorldError, OSError):
+            with contextlib.suppress(WorldError):
                 await self.world.retire_worker(presence)
 
     def stop(self) -> None:
@@ -181,7 +181,7 @@ class Worker:
             await asyncio.sleep(SWEEP_SECONDS * (0.75 + 0.5 * random.random()))
             try:
                 woken = await sweep(self.world)
-            except (WorldError, OSError) as exc:
+            except WorldError as exc:
                 log.warning("sweep for stuck runs failed: %s", exc)
                 continue
             if woken:
@@ -193,7 +193,7 @@ class Worker:
             for key, message in list(self._held.items()):
                 try:
                     self._held[key] = await self.world.queue.extend(message, lease=LEASE_SECONDS)
-                except (WorldError, OSError) as exc:
+                except WorldError as exc:
                     log.warning("lost the lease of message %s: %s", message.message_id, exc)
 
     async def _handle(self, message: Message) -> None:
@@ -212,7 +212,7 @@ class Worker:
             log.warning("message %s: lease lost (%s)", message.message_id, exc)
         except Exception:
             log.exception("unexpected error handling message %s %s", message.queue, message.payload)
-            with contextlib.suppress(WorldError, OSError):
+            with contextlib.suppress(WorldError):
                 await self.world.queue.nack(self._held.get(message.message_id, message),
                                             delay=min(2.0 ** message.attempts, 60.0))
         finally:
