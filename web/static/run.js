@@ -6,7 +6,7 @@
   if (!root) return;
   const runId = root.dataset.runId;
   const el = wf.el;
-  const state = {story: null, zoom: null, selected: null, sites: null, tails: new Map(), timer: null};
+  const state = {story: null, zoom: null, zoomed: false, selected: null, sites: null, tails: new Map(), timer: null};
   const LABEL_W = 220;
 
   async function load() {
@@ -145,7 +145,7 @@
 
   function renderTrace(s) {
     const box = document.getElementById("trace");
-    if (state.zoom === null) state.zoom = fitZoom(s);
+    if (!state.zoomed) state.zoom = fitZoom(s);  // until the user zooms, the whole run fits
     box.style.setProperty("--z", state.zoom);
     const rows = s.trace.rows;
     document.getElementById("trace-note").textContent =
@@ -197,6 +197,7 @@
   function zoom(factor, anchorX) {
     const box = document.getElementById("trace");
     const old = state.zoom;
+    state.zoomed = factor !== "fit";
     state.zoom = factor === "fit" ? fitZoom(state.story) : Math.min(Math.max(old * factor, 1e-6), 1e4);
     const x = anchorX === undefined ? box.clientWidth / 2 : anchorX;
     const timeAt = (box.scrollLeft + x - LABEL_W) / old;
