@@ -28,6 +28,7 @@ from .errors import (
     NotFoundError,
     ReplayDivergenceError,
     RunExpiredError,
+    StorageUnavailableError,
     TooEarlyError,
     WorkflowNotFoundError,
     WorldError,
@@ -49,6 +50,9 @@ CACHE_SIZE = 5000
 SWEEP_SECONDS = 60.0
 #: While inline steps run, events others write are looked for after this long at the latest.
 QUICK_STEP_SECONDS = 0.02
+#: After a storage error the worker tries again after this long, doubling up to STORAGE_RETRY_MAX.
+STORAGE_RETRY_MIN = 0.05
+STORAGE_RETRY_MAX = 2.0
 
 
 def always_replay_default() -> bool:
@@ -112,6 +116,10 @@ class Worker:
         self._take: asyncio.Future[Message | None] | None = None
         self._missing_logged: set[str] = set()
         self.stats = collections.Counter[str]()
+        #: Storage outage: the current backoff (0: none), when it began, and messages whose nack failed.
+        self._storage_wait = 0.0
+        self._storage_since = self._storage_swept = 0.0
+        self._give_back: list[Message] = []
 
     # --- lifecycle ---
 
@@ -147,9 +155,10 @@ class Worker:
                     raise
                 except WorldError as exc:  # a full or failing disk: wait, never die
                     self._messages.release()
-                    log.error("cannot take from the queue: %s", exc)
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(self._storage_failed(exc))
                     continue
+                if self._storage_wait or self._give_back:
+                    await self._storage_back()
                 if message is None:
                     self._messages.release()
                     continue
@@ -166,6 +175,37 @@ class Worker:
             self.executor.shutdown()
             with contextlib.suppress(WorldError):
                 await self.world.retire_worker(presence)
+
+    def _storage_failed(self, exc: BaseException) -> float:
+        """Note a storage error; how long to wait before trying again (capped exponential backoff)."""
+        if not self._storage_wait:
+            self._storage_since = asyncio.get_running_loop().time()
+            log.warning("waiting on storage: %s (trying again every %.2f-%.0f s)", exc, STORAGE_RETRY_MIN,
+                        STORAGE_RETRY_MAX)
+        self._storage_wait = min(max(self._storage_wait * 2, STORAGE_RETRY_MIN), STORAGE_RETRY_MAX)
+        return self._storage_wait
+
+    async def _storage_back(self) -> None:
+        """Storage answered again: give back the messages we could not, and wake the runs a lost
+        wake-up would leave waiting for the sweep (once per outage)."""
+        for message in list(self._give_back):
+            try:
+                await self.world.queue.nack(message)
+            except NotFoundError:
+                pass  # its lease ran out meanwhile: the queue has redelivered it
+            except WorldError:
+                return
+            self._give_back.remove(message)
+        if self._storage_wait:
+            now = asyncio.get_running_loop().time()
+            log.warning("storage is back after %.1f s", now - self._storage_since)
+            self._storage_wait = 0.0
+            if now - self._storage_swept >= STORAGE_RETRY_MAX * 5:  # not on every flap of a failing disk
+                self._storage_swept = now
+                from .liveness import sweep
+
+                with contextlib.suppress(WorldError):
+                    await sweep(self.world)
 
     def stop(self) -> None:
         """Stop taking messages; `run()` returns once in-flight work is done."""
@@ -210,6 +250,13 @@ class Worker:
                 await self.world.queue.nack(current, delay=retry_in)
         except NotFoundError as exc:
             log.warning("message %s: lease lost (%s)", message.message_id, exc)
+        except StorageUnavailableError as exc:  # retried soon, not after 2**attempts s (up to a minute)
+            delay = self._storage_failed(exc)
+            current = self._held.get(message.message_id, message)
+            try:
+                await self.world.queue.nack(current, delay=delay)
+            except WorldError:
+                self._give_back.append(current)  # nacked once storage answers, not when the lease runs out
         except Exception:
             log.exception("unexpected error handling message %s %s", message.queue, message.payload)
             with contextlib.suppress(WorldError):

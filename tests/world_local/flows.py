@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import wf
@@ -31,3 +32,15 @@ async def nap(seconds: float) -> list[str]:
     before = wf.now()
     await wf.sleep(seconds)
     return [before.isoformat(), wf.now().isoformat()]
+
+
+@wf.step(name="wl.slow_add")
+async def slow_add(x: int, y: int) -> int:
+    await asyncio.sleep(0.2)
+    return x + y
+
+
+@wf.workflow(name="wl.slow_chain")
+async def slow_chain(x: int) -> int:
+    a = await slow_add(x, 1)
+    return await slow_add(a, 2)
