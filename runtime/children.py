@@ -15,6 +15,9 @@ from .entities import Run
 from .errors import NotFoundError, RunExpiredError, WorkflowRunCancelledError, WorkflowRunFailedError
 from .registry import step
 from .serialization import deserialize
+from .starting import idempotent_run_id, record_run, resume_hook_in
+from .step_context import current_step
+from .workflow_context import create_hook
 
 if TYPE_CHECKING:
     from .registry import WorkflowFunction
@@ -28,22 +31,19 @@ CHILD_TOKEN_PREFIX = "wfchild_"
 async def start_child(workflow_name: str, args: list[Any], kwargs: dict[str, Any], parent_run_id: str,
                       token: str) -> str:
     """Start the child run (same id on every retry) and return its id."""
-    from .client import start_run
-    from .step_context import current_step
 
     ctx = current_step()
     assert ctx is not None
-    run = await start_run(
+    run_id, _ = await record_run(
         ctx.world, workflow_name, args, kwargs, idempotency_key=token,
         attributes={"parent_run_id": parent_run_id, "parent_token": token},
     )
-    return run.id
+    return run_id
 
 
 async def run_child(instance: WorkflowInstance, workflow: WorkflowFunction, args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> Any:
     """The parent side: start the child and wait durably for its outcome."""
-    from .workflow_context import create_hook
 
     position = instance._next_cid("child")
     # Derived from the run's secret seed: nobody who only knows the run id can fake a child's result.
@@ -64,7 +64,6 @@ async def notify_parent(world: World, run: Run) -> None:
     token = run.attributes.get("parent_token")
     if not token:
         return
-    from .client import resume_hook_in
 
     payload = {"status": str(run.status), "output": run.output, "error": run.error, "run_id": run.run_id}
     with contextlib.suppress(NotFoundError, RunExpiredError):  # the parent is over: nobody waits
@@ -74,7 +73,6 @@ async def notify_parent(world: World, run: Run) -> None:
 async def redeliver_child_outcomes(world: World, instance: WorkflowInstance) -> None:
     """For each child the parent still waits on: if the child already ended (its worker died
     before telling the parent), deliver its outcome now. Idempotent."""
-    from .client import idempotent_run_id
 
     for hook in instance.hooks.values():
         if not hook.token.startswith(CHILD_TOKEN_PREFIX) or not isinstance(hook.metadata, dict):

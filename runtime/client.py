@@ -6,9 +6,7 @@ Every blocking call has an async twin (`start_async`, `Run.result_async`, ...).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import queue as _queue
-import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,42 +15,24 @@ from typing import Any
 from .config import blocking, started_world
 from .entities import Event, EventType, RunStatus
 from .errors import (
-    EntityConflictError,
-    HookNotFoundError,
     InvalidIdError,
     NotFoundError,
-    RunExpiredError,
     RunNotFoundError,
     WorkflowRunCancelledError,
     WorkflowRunFailedError,
-    WorldError,
 )
-from .ids import new_run_id, validate_id
-from .messages import enqueue_workflow
+from .ids import validate_id
+from .operations import cancel_run
 from .registry import WorkflowFunction
-from .replay import serialize_call_input
-from .serialization import deserialize, serialize
+from .serialization import deserialize
+from .starting import idempotent_run_id, record_run, resume_hook_in  # noqa: F401 - idempotent_run_id, resume_hook_in re-exported
 from .streams import DEFAULT_STREAM
 from .worker import Worker
-from .world import WORKFLOW_QUEUE, World, workflow_message_key
+from .world import World
 
 E = EventType
 #: How long `result()` waits for a run whose creation was deferred to the worker (seed 001).
 LAZY_CREATION_GRACE = 10.0
-
-
-def _workflow_name(workflow: WorkflowFunction | str) -> str:
-    if isinstance(workflow, WorkflowFunction):
-        return workflow.name
-    if isinstance(workflow, str) and workflow:
-        return workflow
-    raise TypeError(f"expected a @wf.workflow function or a workflow name, got {workflow!r}")
-
-
-def idempotent_run_id(workflow_name: str, key: str) -> str:
-    """The run id a (workflow, idempotency key) pair always maps to."""
-    digest = hashlib.sha256(f"{workflow_name}\x00{key}".encode()).hexdigest()[:26]
-    return f"wrun_k{digest}"
 
 
 class Run:
@@ -126,8 +106,6 @@ class Run:
         Child runs it still awaits are cancelled too (`children=False` leaves them running).
         Nothing happens to a run that has already ended.
         """
-        from .operations import cancel_run
-
         await cancel_run(await self._w(), self.id, children=children)
 
     def cancel(self) -> None:
@@ -203,38 +181,10 @@ async def start_run(
     idempotency_key: str | None = None,
     attributes: dict[str, Any] | None = None,
 ) -> Run:
-    """Record a run and queue it for a worker (see `start_async`)."""
-    name = _workflow_name(workflow)
-    data: dict[str, Any] = {
-        "workflow_name": name,
-        "input": serialize_call_input(args, kwargs, where=f"the arguments of workflow {name}"),
-        "attributes": {"seed": secrets.token_hex(16), **(attributes or {})},
-    }
-    if idempotency_key is not None:
-        if not isinstance(idempotency_key, str) or not idempotency_key:
-            raise InvalidIdError("idempotency_key must be a non-empty string")
-        run_id = idempotent_run_id(name, idempotency_key)
-        data["attributes"]["idempotency_key"] = idempotency_key
-    else:
-        run_id = new_run_id()
-    try:
-        await world.events.create(run_id, Event(run_id, E.RUN_CREATED, data=data))
-    except EntityConflictError:
-        if idempotency_key is None:
-            raise
-        await enqueue_workflow(world, run_id)  # its first enqueue may have failed (a retried start_child)
-        return Run(run_id, world)  # the same key already made this run
-    except WorldError as exc:
-        if isinstance(exc, InvalidIdError):
-            raise
-        # Storage failed but the queue may not have: let the worker create the run (seed 001).
-        await world.queue.enqueue(
-            WORKFLOW_QUEUE, {"run_id": run_id, "start": data}, idempotency_key=workflow_message_key(run_id),
-            order_key=run_id,
-        )
-        return Run(run_id, world, lazy=True)
-    await enqueue_workflow(world, run_id)
-    return Run(run_id, world)
+    """Record a run and queue it for a worker (see `start_async`); its handle."""
+    run_id, lazy = await record_run(world, workflow, args, kwargs, idempotency_key=idempotency_key,
+                                    attributes=attributes)
+    return Run(run_id, world, lazy=lazy)
 
 
 async def start_async(workflow: WorkflowFunction | str, *args: Any, idempotency_key: str | None = None,
@@ -284,18 +234,6 @@ def run(workflow: WorkflowFunction | str, *args: Any, idempotency_key: str | Non
 
 
 # --- hooks ---
-
-
-async def resume_hook_in(world: World, token: str, payload: Any) -> None:
-    """Deliver `payload` to the live hook holding `token` in `world`."""
-    try:
-        hook = await world.hooks.get_by_token(token)
-        data = {"payload": serialize(payload, where="the hook payload")}
-        await world.events.create(hook.run_id, Event(hook.run_id, E.HOOK_RECEIVED, correlation_id=hook.hook_id,
-                                                     data=data))
-    except (NotFoundError, RunExpiredError):
-        raise HookNotFoundError(f"no live hook has token {token!r}") from None
-    await enqueue_workflow(world, hook.run_id)
 
 
 async def resume_hook_async(token: str, payload: Any = None) -> None:

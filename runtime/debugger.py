@@ -7,19 +7,18 @@ The report says whether the code still fits the log, and where it stops fitting.
 from __future__ import annotations
 
 import asyncio
-import os
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .calls import RUNTIME_DIR
 from .entities import Event, EventType, Run, RunStatus
 from .errors import ReplayDivergenceError
 from .registry import WorkflowFunction
 from .replay import Outcome, WorkflowInstance, describe_command
 
 E = EventType
-_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 @dataclass
@@ -116,7 +115,7 @@ def user_frames(instance: WorkflowInstance) -> list[tuple[str, types.FrameType]]
         frame = None
         while coro is not None:
             f = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
-            if f is not None and not f.f_code.co_filename.startswith(_RUNTIME_DIR):
+            if f is not None and not f.f_code.co_filename.startswith(RUNTIME_DIR):
                 frame = f
             coro = getattr(coro, "cr_await", None)
             if not isinstance(coro, types.CoroutineType):

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .children import notify_parent
 from .debugger import ReplayReport, replay_run
 from .entities import Event, EventType, Page, Run, RunStatus
 from .errors import EntityConflictError, InvalidIdError, NotFoundError, RunExpiredError, RunNotFoundError
@@ -79,8 +80,6 @@ async def cancel_run(world: World, run_id: str, *, reason: str | None = None, ch
     In-flight steps may finish; pending timers and hooks are dropped. A parent waiting on a
     cancelled child hears of it. Cancelling a run that already ended changes nothing.
     """
-    from .children import notify_parent
-
     run = await get_run(world, run_id, resolve_data=False)
     done: list[str] = []
     if run.status.terminal:

@@ -13,14 +13,14 @@ it issues (`new_commands()`), and decides what to do with its `outcome`.
 from __future__ import annotations
 
 import hashlib
-import os
 import random as _random
 import sys
-import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .calls import RUNTIME_DIR, error_info, serialize_call_input, split_input
+from .children import run_child
 from .deterministic_loop import DeterministicLoop, DurableTimer
 from .entities import Event, EventType, Run
 from .errors import (
@@ -34,7 +34,6 @@ from .serialization import deserialize, serialize
 from .workflow_context import WorkflowMetadata
 
 E = EventType
-_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _user_location() -> str | None:
@@ -42,7 +41,7 @@ def _user_location() -> str | None:
     frame = sys._getframe(2)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not filename.startswith(_RUNTIME_DIR) and "asyncio" not in filename:
+        if not filename.startswith(RUNTIME_DIR) and "asyncio" not in filename:
             return f"{filename}:{frame.f_lineno}"
         frame = frame.f_back  # type: ignore[assignment]
     return None
@@ -102,21 +101,6 @@ def describe_command(command: Command | None) -> str:
     if command.kind == "marker":
         return f"take patch {command.name!r} (wf.patched)"
     return f"sleep until {command.data.get('resume_at')} as {command.cid}"
-
-
-def error_info(exc: BaseException) -> dict[str, Any]:
-    """{type, message, traceback} of an exception, the traceback trimmed to the user's frames."""
-    frames = [
-        f for f in traceback.extract_tb(exc.__traceback__)
-        if not f.filename.startswith(_RUNTIME_DIR) and "/asyncio/" not in f.filename
-    ]
-    tb = "".join(traceback.format_list(frames))
-    tb += "".join(traceback.format_exception_only(type(exc), exc))
-    info: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc), "traceback": tb}
-    if isinstance(exc, StepFailedError):
-        info["step_error"] = {"type": exc.error_type, "message": exc.error_message,
-                              "traceback": exc.error_traceback}
-    return info
 
 
 class WorkflowInstance:
@@ -242,7 +226,7 @@ class WorkflowInstance:
             return
 
         async def main() -> Any:
-            args, kwargs = _split_input(self.input)  # an unreadable input fails the run, never the worker
+            args, kwargs = split_input(self.input)  # an unreadable input fails the run, never the worker
             return await self.workflow.fn(*args, **kwargs)
 
         self._main = self.loop.create_task(main(), name=f"workflow {self.workflow_name}")
@@ -272,7 +256,7 @@ class WorkflowInstance:
 
     def call_step(self, step: StepFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         data = {"step_name": step.name,
-                "input": serialize({"args": list(args), "kwargs": kwargs}, where=f"the arguments of step {step.name}")}
+                "input": serialize_call_input(args, kwargs, where=f"the arguments of step {step.name}")}
         cid = self._next_cid("step")
         command = Command("step", cid, step.name, data, _user_location())
         future = self.loop.create_future()
@@ -286,7 +270,6 @@ class WorkflowInstance:
         return result()
 
     def call_child(self, workflow: WorkflowFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        from .children import run_child
 
         return run_child(self, workflow, args, kwargs)
 
@@ -366,15 +349,3 @@ class WorkflowInstance:
     def close(self) -> None:
         """Drop the code's state (cancel its tasks without running them further)."""
         self.loop.close()
-
-
-def _split_input(value: Any) -> tuple[list[Any], dict[str, Any]]:
-    data = deserialize(value) if value is not None else {}
-    if not isinstance(data, dict):
-        return [data], {}
-    return list(data.get("args") or []), dict(data.get("kwargs") or {})
-
-
-def serialize_call_input(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], where: str) -> Any:
-    """The serialized `{"args": [...], "kwargs": {...}}` a run or step records as its input."""
-    return serialize({"args": list(args), "kwargs": kwargs}, where=where)

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from .calls import error_info, split_input
 from .durations import deadline
 from .entities import Event, EventType, utcnow
 from .errors import FatalError, RetryableError, SerializationError
 from .registry import StepFunction
-from .replay import _split_input, error_info
 from .serialization import serialize
 from .step_context import StepContext, StepMetadata, reset_current_step, set_current_step
 from .streams import DEFAULT_STREAM, StreamWriter
@@ -77,7 +77,7 @@ class StepExecutor:
             return Event(run_id=run_id, event_type=event_type, correlation_id=step_id, data=data)
 
         try:
-            args, kwargs = _split_input(step_input)
+            args, kwargs = split_input(step_input)
             if step.is_async:
                 token = set_current_step(ctx)
                 try:

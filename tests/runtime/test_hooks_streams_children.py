@@ -214,15 +214,15 @@ async def test_cancelling_a_run_while_its_step_runs_ends_it_before_the_next_step
 async def test_a_child_that_ended_while_nobody_told_the_parent_is_picked_up(world, start_worker):
     """The worker that recorded the child's end died before resuming the parent's hook:
     the parent's next replay finds the ended child and takes its outcome."""
-    from wf.runtime import children
+    from wf.runtime import worker as worker_module
 
-    real = children.notify_parent
+    real = worker_module.notify_parent
     lost: list[str] = []
 
     async def crash_before_notifying(world_, run):
         lost.append(run.run_id)  # the process "dies" here: nothing is delivered
 
-    children.notify_parent = crash_before_notifying
+    worker_module.notify_parent = crash_before_notifying
     worker = start_worker()
     try:
         run = await wf.start_async(parent, 2)
@@ -231,11 +231,11 @@ async def test_a_child_that_ended_while_nobody_told_the_parent_is_picked_up(worl
                 break
             await asyncio.sleep(0.01)
     finally:
-        children.notify_parent = real
+        worker_module.notify_parent = real
         worker.stop()
     assert len(lost) >= 2
     start_worker()  # a fresh worker: replays the parent from its log
-    from wf.runtime.worker import enqueue_workflow
+    from wf.runtime.messages import enqueue_workflow
 
     await enqueue_workflow(world, run.id)
     assert (await run.result_async(timeout=15))["sum"] == 15

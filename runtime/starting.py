@@ -1,0 +1,97 @@
+"""Recording a new run and delivering a hook payload: what `wf.start` and `wf.resume_hook` write.
+
+Below the client (`client.py`, which wraps these in handles and blocking twins) and below
+child workflows (`children.py`), which start their children and report to their parents with
+these same functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from .calls import serialize_call_input
+from .entities import Event, EventType
+from .errors import EntityConflictError, HookNotFoundError, InvalidIdError, NotFoundError, RunExpiredError, WorldError
+from .ids import new_run_id
+from .messages import enqueue_workflow
+from .registry import WorkflowFunction
+from .serialization import serialize
+from .world import WORKFLOW_QUEUE, World, workflow_message_key
+
+E = EventType
+
+
+def workflow_name_of(workflow: WorkflowFunction | str) -> str:
+    """The registered name of a workflow function, or the name given; TypeError for anything else."""
+    if isinstance(workflow, WorkflowFunction):
+        return workflow.name
+    if isinstance(workflow, str) and workflow:
+        return workflow
+    raise TypeError(f"expected a @wf.workflow function or a workflow name, got {workflow!r}")
+
+
+def idempotent_run_id(workflow_name: str, key: str) -> str:
+    """The run id a (workflow, idempotency key) pair always maps to."""
+    digest = hashlib.sha256(f"{workflow_name}\x00{key}".encode()).hexdigest()[:26]
+    return f"wrun_k{digest}"
+
+
+async def record_run(
+    world: World,
+    workflow: WorkflowFunction | str,
+    args: list[Any] | tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    attributes: dict[str, Any] | None = None,
+) -> tuple[str, bool]:
+    """Record a run and queue it for a worker; return (run id, lazy).
+
+    `lazy` is True when storage refused the write but the queue took the start: the worker
+    creates the run then (seed 001). The same idempotency key always gives the same run.
+    """
+    name = workflow_name_of(workflow)
+    data: dict[str, Any] = {
+        "workflow_name": name,
+        "input": serialize_call_input(args, kwargs, where=f"the arguments of workflow {name}"),
+        "attributes": {"seed": secrets.token_hex(16), **(attributes or {})},
+    }
+    if idempotency_key is not None:
+        if not isinstance(idempotency_key, str) or not idempotency_key:
+            raise InvalidIdError("idempotency_key must be a non-empty string")
+        run_id = idempotent_run_id(name, idempotency_key)
+        data["attributes"]["idempotency_key"] = idempotency_key
+    else:
+        run_id = new_run_id()
+    try:
+        await world.events.create(run_id, Event(run_id, E.RUN_CREATED, data=data))
+    except EntityConflictError:
+        if idempotency_key is None:
+            raise
+        await enqueue_workflow(world, run_id)  # its first enqueue may have failed (a retried start_child)
+        return run_id, False  # the same key already made this run
+    except WorldError as exc:
+        if isinstance(exc, InvalidIdError):
+            raise
+        # Storage failed but the queue may not have: let the worker create the run (seed 001).
+        await world.queue.enqueue(
+            WORKFLOW_QUEUE, {"run_id": run_id, "start": data}, idempotency_key=workflow_message_key(run_id),
+            order_key=run_id,
+        )
+        return run_id, True
+    await enqueue_workflow(world, run_id)
+    return run_id, False
+
+
+async def resume_hook_in(world: World, token: str, payload: Any) -> None:
+    """Deliver `payload` to the live hook holding `token` in `world`; HookNotFoundError if none does."""
+    try:
+        hook = await world.hooks.get_by_token(token)
+        data = {"payload": serialize(payload, where="the hook payload")}
+        await world.events.create(hook.run_id, Event(hook.run_id, E.HOOK_RECEIVED, correlation_id=hook.hook_id,
+                                                     data=data))
+    except (NotFoundError, RunExpiredError):
+        raise HookNotFoundError(f"no live hook has token {token!r}") from None
+    await enqueue_workflow(world, hook.run_id)
