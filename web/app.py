@@ -16,8 +16,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -67,6 +69,8 @@ class WebApp:
         self.counts = StatusCounts()
         self.watch = live.RunsWatch(world)
         self.requests = 0
+        #: Set when the server is about to stop: event streams end, so no request outlives it.
+        self.closing = asyncio.Event()
 
     async def json_body(self, request: Request) -> Any:
         body = await self.bodies.read(request)
@@ -149,19 +153,23 @@ class WebApp:
     # --- server-sent events ---
 
     async def live_runs(self, request: Request) -> Response:
-        return _event_stream(self.watch.stream())
+        return self._event_stream(self.watch.stream())
 
     async def live_run(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
         run = await _checked_run(self.world, run_id)
         after = _int_param(request, "after", run.event_count - 1)
-        return _event_stream(live.run_events(self.world, run_id, after))
+        return self._event_stream(live.run_events(self.world, run_id, after))
 
     async def live_stream(self, request: Request) -> Response:
         run_id, name = request.path_params["run_id"], request.path_params["name"]
         await _checked_run(self.world, run_id)
         start = _int_param(request, "start", 0)
-        return _event_stream(live.stream_chunks(self.world, run_id, _checked(name, "stream name"), start))
+        return self._event_stream(live.stream_chunks(self.world, run_id, _checked(name, "stream name"), start))
+
+    def _event_stream(self, source: AsyncIterator[bytes]) -> Response:
+        return StreamingResponse(live.until_set(source, self.closing), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     # --- pages ---
 
@@ -185,6 +193,7 @@ class WebApp:
         return HTMLResponse(pages.workflows_page(actions.workflows()))
 
     async def close(self) -> None:
+        self.closing.set()
         await self.watch.close()
         await self.counts.close()
 
@@ -210,11 +219,6 @@ def _int_param(request: Request, name: str, default: int) -> int:
         return int(text)
     except ValueError:
         raise HttpError(400, f"{name} must be a number") from None
-
-
-def _event_stream(source: Any) -> Response:
-    return StreamingResponse(source, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 def _handler(app: WebApp, fn: Any) -> Any:

@@ -20,6 +20,29 @@ POLL = 1.0
 WATCHED = 50
 
 
+async def until_set(source: AsyncIterator[bytes], stop: asyncio.Event) -> AsyncIterator[bytes]:
+    """The items of `source` until it ends or `stop` is set (then `source` is closed and this ends)."""
+    iterator = aiter(source)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(iterator))
+            await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await following
+                return
+            try:
+                yield following.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        stopping.cancel()
+        with contextlib.suppress(Exception):
+            await source.aclose()  # type: ignore[attr-defined]
+
+
 def sse(data: Any, event: str | None = None) -> bytes:
     head = f"event: {event}\n" if event else ""
     return (head + "data: " + orjson.dumps(data, default=str).decode() + "\n\n").encode()

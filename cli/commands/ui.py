@@ -78,5 +78,5 @@ async def serving(world: World, host: str, port: int) -> AsyncIterator[tuple[Web
     try:
         yield server, url
     finally:
+        await app.web.close()  # event streams end first, so the server stops without cutting requests
         await server.stop()
-        await app.web.close()

@@ -91,8 +91,8 @@ def dev(tmp_path: Path):
 
 
 def _start(dev: DevServer, order: str) -> str:
-    code, body = dev.request("POST", "/api/runs", json.dumps({"workflow": "approvals.approve", "args": [order]}).encode(),
-                             {"Content-Type": "application/json"})
+    data = json.dumps({"workflow": "approvals.approve", "args": [order]}).encode()
+    code, body = dev.request("POST", "/api/runs", data, {"Content-Type": "application/json"})
     assert code == 201, body
     return str(body["run_id"])
 
@@ -185,3 +185,28 @@ def test_runs_survive_a_restart_of_wf_dev(dev: DevServer, tmp_path: Path) -> Non
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=15)
+
+
+def test_sigint_with_live_pages_open_ends_their_streams_and_exits_cleanly(dev: DevServer) -> None:
+    import socket
+
+    run_id = _start(dev, "o-5")
+    _wait_hook(dev, "approve:o-5")
+    streams = []
+    for path in ("/api/live/runs", f"/api/live/runs/{run_id}"):
+        sock = socket.create_connection(("127.0.0.1", dev.port), timeout=10)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{dev.port}\r\n\r\n".encode())
+        assert b"200 OK" in sock.recv(4096)
+        streams.append(sock)
+    started = time.monotonic()
+    dev.proc.send_signal(signal.SIGINT)
+    assert dev.proc.wait(timeout=15) == 0
+    assert time.monotonic() - started < 1.5  # the streams ended at once, not at a graceful-shutdown timeout
+    for sock in streams:
+        sock.settimeout(5)
+        while sock.recv(4096):  # the server finished the response and closed
+            pass
+        sock.close()
+    assert dev.proc.stderr is not None
+    rest = dev.proc.stderr.read()
+    assert "stopped" in rest and "Traceback" not in rest and "ERROR" not in rest

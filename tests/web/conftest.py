@@ -34,5 +34,5 @@ async def serve(wf_env: Any) -> AsyncIterator[Any]:
 
     yield start
     for server, app in servers:
-        await server.stop()
         await app.web.close()
+        await server.stop()
