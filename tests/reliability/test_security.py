@@ -172,7 +172,7 @@ async def test_a_run_whose_stored_input_names_os_system_fails_without_running_it
     run_id = "wrun_01JEVILEVILEVILEVILEVILEVI"
     await world.events.create(run_id, Event(run_id, E.RUN_CREATED, data={
         "workflow_name": "soak.chain", "input": {"args": [evil], "kwargs": {}}, "attributes": {}}))
-    from wf.runtime.worker import enqueue_workflow
+    from wf.runtime.messages import enqueue_workflow
 
     await enqueue_workflow(world, run_id)
     worker = Worker(world)

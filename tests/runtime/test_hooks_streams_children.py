@@ -214,7 +214,7 @@ async def test_cancelling_a_run_while_its_step_runs_ends_it_before_the_next_step
 async def test_a_child_that_ended_while_nobody_told_the_parent_is_picked_up(world, start_worker):
     """The worker that recorded the child's end died before resuming the parent's hook:
     the parent's next replay finds the ended child and takes its outcome."""
-    from wf.runtime import worker as worker_module
+    from wf.runtime import run_driver as worker_module
 
     real = worker_module.notify_parent
     lost: list[str] = []
