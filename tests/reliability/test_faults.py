@@ -22,6 +22,7 @@ import pytest
 import wf
 from wf.runtime.entities import Event, EventType
 from wf.runtime.errors import StorageUnavailableError
+from wf.runtime.serialization import deserialize
 from wf.runtime.worker import Worker
 from wf.world_local import faults
 from wf.world_local.world import LocalWorld
@@ -141,11 +142,9 @@ async def test_worker_keeps_running_under_faults_and_every_run_ends_correctly(
     assert injected > 10
     assert left == []
     report = await audit(world, expectations, side_file)
-    # Each run either ended as the workflow says, or failed with a clear error naming the fault.
-    for problem in report.problems:
-        assert "injected fault" in problem or "expected completed" not in problem, problem
-    clear_failures = [p for p in report.problems if "injected fault" in p]
-    assert report.lost == len(clear_failures)
+    # Storage errors are retried until they pass: every run ends exactly as its workflow says.
+    assert report.problems == []
+    assert report.lost == report.wrong_output == 0
     assert report.illegal_transitions == report.duplicate_completions == report.unexplained_results == 0
     assert report.views_mismatched == 0
 
@@ -179,8 +178,14 @@ def test_worker_process_with_faults_armed_by_env_keeps_running(tmp_path: Path) -
     finally:
         worker.send_signal(signal.SIGTERM)
         out, _ = worker.communicate(timeout=30)
-    assert len(ended) == len(run_ids), out.decode()[-3000:]
-    assert "Traceback" not in out.decode() or "injected fault" in out.decode()
+    log = out.decode()
+    assert len(ended) == len(run_ids), log[-3000:]
+    for x, run_id in enumerate(run_ids):  # each ended as its workflow says, not just ended
+        run = asyncio.run(check.runs.get(run_id))
+        status, output = sw.expected(("chain", "fan", "flaky")[x % 3], x)
+        assert (str(run.status), deserialize(run.output)) == (status, output), (run_id, run.error)
+    assert "injected fault" in log  # the faults hit, and the worker said so...
+    assert "Traceback" not in log, log[-3000:]  # ...in one line each: no error escaped unhandled
 
 
 _START_SCRIPT = """

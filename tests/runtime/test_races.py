@@ -1,22 +1,27 @@
 """The eight concurrent scenarios of seed 002, each with real concurrency against one World.
 
-Two handlers (two Worker objects, as two processes would be) act on the same run at the
-same moment. In every case: no error is logged, no effect is recorded twice, the run ends once.
+Two handlers (two Worker objects, each in its own `run()` loop as two processes would be) take
+two deliveries of the same message at the same moment, through the queue. In every case: no
+error is logged, no effect is recorded twice, the run ends once.
+
+Two drivers of one run at once only happen when a live worker's lease runs out (it stalled):
+the second driver then takes a step recorded as running for one whose runner is gone and
+runs it again. Steps are at least once; what must hold is that each is recorded once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
-from datetime import UTC, datetime
 
 import pytest
 
 import wf
 from wf.runtime.entities import Event, EventType
 from wf.runtime.worker import Worker
-from wf.runtime.world import STEP_QUEUE, WORKFLOW_QUEUE, Message
+from wf.runtime.world import STEP_QUEUE, WORKFLOW_QUEUE
 
 E = EventType
 EXECUTED: Counter[str] = Counter()
@@ -52,11 +57,6 @@ async def hook_after_slow_step(key: str) -> str:
     return await wf.create_hook(token=f"late:{key}")
 
 
-def msg(queue: str, payload: dict, n: int = 0) -> Message:
-    return Message(message_id=f"m{n}", queue=queue, payload=payload, order_key=payload["run_id"],
-                   available_at=datetime.now(UTC), attempts=1)
-
-
 @pytest.fixture
 def quiet(caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.WARNING)
@@ -65,11 +65,41 @@ def quiet(caplog: pytest.LogCaptureFixture):
     assert not errors, [r.getMessage() for r in errors]
 
 
-async def race(world, run_id: str, rounds: int = 1) -> None:
-    """Two workers drive the same run at once (duplicate messages), `rounds` times."""
+async def deliver_twice(world, queue: str, payload: dict) -> None:
+    """Two deliveries of one message at once, as a redelivery (a lease that ran out) or a second
+    enqueue without coalescing produces: distinct messages, taken by different workers."""
+    for copy in ("a", "b"):
+        await world.queue.enqueue(queue, payload, order_key=f"{payload['run_id']}-{copy}")
+
+
+async def settled(world, timeout: float = 10.0) -> None:
+    """Until no message is ready or leased (delayed ones, a sleep's wake-up, are left)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while any(m.state != "delayed" for m in await world.queue.list()):
+        assert asyncio.get_running_loop().time() < deadline, await world.queue.list()
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def two_workers(world):
+    """Two Workers running as two processes would (each its own `run()` loop) on one World."""
     workers = [Worker(world), Worker(world)]
-    for i in range(rounds):
-        await asyncio.gather(*(w._drive_message(msg(WORKFLOW_QUEUE, {"run_id": run_id}, i)) for w in workers))
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        yield workers
+        await settled(world)
+    finally:
+        for w in workers:
+            w.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+
+
+async def race(world, run_id: str, rounds: int = 1) -> None:
+    """Two workers drive the same run at once (duplicate workflow messages), `rounds` times."""
+    async with two_workers(world):
+        for _ in range(rounds):
+            await deliver_twice(world, WORKFLOW_QUEUE, {"run_id": run_id})
+            await settled(world)
 
 
 def count(events: list[Event], event_type: EventType) -> int:
@@ -87,13 +117,11 @@ async def test_1_two_handlers_race_on_run_started(world, quiet):
 
 async def test_2_two_handlers_race_on_run_completed(world, quiet):
     EXECUTED.clear()
-    run = await wf.start_async(one_step, "s2")
-    await Worker(world)._drive_message(msg(WORKFLOW_QUEUE, {"run_id": run.id}))  # runs the step, completes
-    # Both now see a log that ends with the run's last step and race to record its end.
+    run = await wf.start_async(one_step, "s2")  # its own message, and two more: three drivers at once
     await race(world, run.id, rounds=3)
     events = await run.events_async()
     assert count(events, E.RUN_COMPLETED) == 1 and events[-1].event_type == E.RUN_COMPLETED
-    assert EXECUTED["s2"] == 1
+    assert 1 <= EXECUTED["s2"] <= 2  # at least once; twice when the second driver restarts it (see top)
 
 
 async def test_3_two_handlers_race_on_run_failed(world, quiet):
@@ -102,17 +130,16 @@ async def test_3_two_handlers_race_on_run_failed(world, quiet):
     await race(world, run.id, rounds=3)
     events = await run.events_async()
     assert count(events, E.RUN_FAILED) == 1
-    assert EXECUTED["s3"] == 1
+    assert 1 <= EXECUTED["s3"] <= 2  # at least once; twice when the second driver restarts it (see top)
     with pytest.raises(wf.WorkflowRunFailedError, match="planned failure"):
         await run.result_async(timeout=5)
 
 
 async def test_4_hook_creation_after_the_run_ended_is_dropped_quietly(world, quiet):
-    run = await wf.start_async(hook_after_slow_step, "s4")
-    driver = asyncio.create_task(Worker(world)._drive_message(msg(WORKFLOW_QUEUE, {"run_id": run.id})))
-    await asyncio.sleep(0.1)  # the slow step is running inline
-    await run.cancel_async()  # the run ends while the driver is about to create the hook
-    await driver
+    async with two_workers(world):
+        run = await wf.start_async(hook_after_slow_step, "s4")
+        await asyncio.sleep(0.1)  # the slow step is running inline
+        await run.cancel_async()  # the run ends while the driver is about to create the hook
     events = await run.events_async()
     assert events[-1].event_type == E.RUN_CANCELLED
     assert count(events, E.HOOK_CREATED) == 0
@@ -138,17 +165,16 @@ async def test_6_two_handlers_race_on_step_completed(world, quiet):
     await world.events.create(rid, Event(rid, E.STEP_CREATED, "step_1", {"step_name": work.name,
                                                                        "input": {"args": ["s6"], "kwargs": {}}}))
     await world.events.create(rid, Event(rid, E.STEP_STARTED, "step_1"))
-    from wf.runtime.step_executor import AttemptOutcome
-
-    a, b = Worker(world), Worker(world)
-    done = [AttemptOutcome(Event(rid, E.STEP_COMPLETED, "step_1", {"result": r})) for r in ("first", "second")]
-    await asyncio.gather(a._record_attempt(rid, "step_1", done[0], notify=True),
-                         b._record_attempt(rid, "step_1", done[1], notify=True))
+    # The step is running and its runner is gone: two restart deliveries run it and race to record it.
+    await deliver_twice(world, STEP_QUEUE, {"run_id": rid, "step_id": "step_1", "restart": True})
+    async with two_workers(world):
+        pass
     events = await world.events.list(rid)
     assert count(events, E.STEP_COMPLETED) == 1
-    # Exactly one workflow message woke the run (the winner's), and the run completes once.
+    # The run completes once, even when driven twice more.
     await race(world, rid)
     assert count(await world.events.list(rid), E.RUN_COMPLETED) == 1
+    assert await run.result_async(timeout=5) == "s6"
 
 
 async def test_7_two_handlers_race_on_step_started(world, quiet):
@@ -158,10 +184,9 @@ async def test_7_two_handlers_race_on_step_started(world, quiet):
     await world.events.create(rid, Event(rid, E.RUN_STARTED))
     await world.events.create(rid, Event(rid, E.STEP_CREATED, "step_1", {"step_name": work.name,
                                                                        "input": {"args": ["s7"], "kwargs": {}}}))
-    a, b = Worker(world), Worker(world)
-    step_message = {"run_id": rid, "step_id": "step_1"}
-    await asyncio.gather(a._step_message(msg(STEP_QUEUE, step_message, 1)),
-                         b._step_message(msg(STEP_QUEUE, step_message, 2)))
+    await deliver_twice(world, STEP_QUEUE, {"run_id": rid, "step_id": "step_1"})
+    async with two_workers(world):
+        pass
     events = await world.events.list(rid)
     assert count(events, E.STEP_STARTED) == 1
     assert EXECUTED["s7"] == 1
@@ -178,4 +203,4 @@ async def test_8_duplicate_step_created_and_wait_created(world, quiet):
         creations = [(e.event_type, e.correlation_id) for e in events
                      if e.event_type in (E.STEP_CREATED, E.WAIT_CREATED)]
         assert len(creations) == len(set(creations))
-    assert EXECUTED["s8b"] == 1
+    assert 1 <= EXECUTED["s8b"] <= 2  # at least once; twice when the second driver restarts it (see top)
