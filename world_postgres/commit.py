@@ -1,0 +1,310 @@
+"""The write path: record events of one run in one transaction, entities updated alongside.
+
+`commit_events` locks the run's row (`FOR UPDATE`), loads what the state machine needs
+(the run, and each step, hook or wait the events name), plans and applies the events with
+`wf.runtime.state_machine`, then inserts the events and upserts the changed entities in
+the same transaction. A run's end disposes its live hooks and waiting waits with one
+UPDATE each, as `apply` does to those it holds. Hook tokens are unique among live hooks by
+a partial unique index: two runs claiming one token at once collide there, and the loser
+replays its transaction, now seeing the token taken (`hook_conflict`). Lazy creation races
+the same way on the runs' primary key. A commit notifies `r:<run>` (and `e:<run>` at its end).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from ulid import ULID
+
+from ..runtime.entities import (
+    HOOK_EVENTS,
+    STEP_EVENTS,
+    WAIT_EVENTS,
+    Event,
+    EventType,
+    HookStatus,
+    utcnow,
+)
+from ..runtime.errors import EntityConflictError, InvalidIdError
+from ..runtime.ids import new_ulid, validate_id
+from ..runtime.state_machine import RunState, apply, plan
+from ..runtime.world import EventResult
+from . import rows
+from .rows import to_json
+
+E = EventType
+_TERMINAL = frozenset({E.RUN_COMPLETED, E.RUN_FAILED, E.RUN_CANCELLED})
+_ID_WHAT = {"steps": "step id", "hooks": "hook id", "waits": "wait id"}
+#: Unique indexes whose violation means "someone else got there first: replay the transaction".
+RACE_CONSTRAINTS = frozenset({"runs_pkey", "hooks_live_token", "events_pkey"})
+
+
+def event_kind(event_type: EventType) -> str | None:
+    if event_type in STEP_EVENTS:
+        return "steps"
+    if event_type in HOOK_EVENTS:
+        return "hooks"
+    if event_type in WAIT_EVENTS:
+        return "waits"
+    return None
+
+
+def prepare(run_id: str, event: Event) -> Event:
+    """Check an incoming event's shape (InvalidIdError), with run id and type normalized."""
+    try:
+        event_type = EventType(event.event_type)
+    except ValueError:
+        raise InvalidIdError(f"unknown event type {event.event_type!r}") from None
+    if event.run_id and event.run_id != run_id:
+        raise InvalidIdError(f"event of run {event.run_id!r} sent to run {run_id!r}")
+    if not isinstance(event.data, dict):
+        raise InvalidIdError(f"event data must be a dict, got {type(event.data).__name__}")
+    kind = event_kind(event_type)
+    if kind is not None and event.correlation_id is not None:
+        validate_id(event.correlation_id, _ID_WHAT[kind])
+    if event_type == E.HOOK_CREATED:
+        token = event.data.get("token")
+        if not isinstance(token, str) or not token:
+            raise InvalidIdError(f"hook_created needs a non-empty string token, got {token!r}")
+    if event_type is not event.event_type or event.run_id != run_id:
+        event = event.evolve(event_type=event_type, run_id=run_id)
+    return event
+
+
+def _event_id_after(last: str) -> str:
+    """A fresh ULID greater than `last` (several processes may write one run within a millisecond)."""
+    event_id = new_ulid()
+    if event_id > last:
+        return event_id
+    try:
+        return str(ULID.from_int(int(ULID.from_str(last)) + 1))
+    except ValueError:
+        return event_id
+
+
+@dataclass(slots=True)
+class Attempt:
+    """What the last try of a commit wrote (for a retry after its COMMIT's fate was lost)."""
+
+    first_event_id: str = ""
+    results: list[EventResult] = field(default_factory=list)
+
+
+class Retry(Exception):
+    """Another writer won a race on a unique index: run the transaction again."""
+
+
+@dataclass(slots=True)
+class _Loaded:
+    state: RunState
+    last_event_id: str
+    #: (kind, id) -> created_seq of the entities the batch reads or writes.
+    created_seq: dict[tuple[str, str], int] = field(default_factory=dict)
+    touched: set[tuple[str, str]] = field(default_factory=set)
+
+
+class Writer:
+    """Runs `commit_events` against one schema's tables."""
+
+    def __init__(self, schema: str, channel: str) -> None:
+        s = f'"{schema}"'
+        self.channel = channel
+        self.sql_run = (f"SELECT {rows.columns(rows.RUN_COLUMNS, True)}, last_event_id FROM {s}.runs "
+                        "WHERE run_id = %s FOR UPDATE")
+        self.sql_entities = {
+            "steps": f"SELECT {rows.columns(rows.STEP_COLUMNS, True)}, created_seq FROM {s}.steps "
+                     "WHERE run_id = %s AND step_id = ANY(%s)",
+            "hooks": f"SELECT {rows.HOOK_COLUMNS}, created_seq FROM {s}.hooks WHERE run_id = %s AND hook_id = ANY(%s)",
+            "waits": f"SELECT {rows.WAIT_COLUMNS}, created_seq FROM {s}.waits WHERE run_id = %s AND wait_id = ANY(%s)",
+        }
+        self.sql_token_live = f"SELECT run_id, hook_id FROM {s}.hooks WHERE token_hash = %s AND status = 'active'"
+        self.sql_insert_event = (f"INSERT INTO {s}.events (run_id, seq, event_id, event_type, correlation_id, data, "
+                                 "created_at) VALUES (%s, %s, %s, %s, %s, %s::json, %s)")
+        self.sql_upsert_run = (
+            f"INSERT INTO {s}.runs (run_id, workflow_name, status, input, output, error, attributes, created_at, "
+            "started_at, completed_at, updated_at, event_count, last_event_id) VALUES (%s, %s, %s, %s::json, "
+            "%s::json, %s::json, %s::json, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id) DO UPDATE SET "
+            "status = EXCLUDED.status, output = EXCLUDED.output, error = EXCLUDED.error, "
+            "started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, "
+            "updated_at = EXCLUDED.updated_at, event_count = EXCLUDED.event_count, "
+            "last_event_id = EXCLUDED.last_event_id")
+        self.sql_upsert = {
+            "steps": f"INSERT INTO {s}.steps (run_id, step_id, created_seq, step_name, status, input, output, error, "
+                     "attempt, retry_after, created_at, started_at, completed_at, updated_at) VALUES (%s, %s, %s, %s, "
+                     "%s, %s::json, %s::json, %s::json, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, step_id) DO "
+                     "UPDATE SET status = EXCLUDED.status, output = EXCLUDED.output, error = EXCLUDED.error, "
+                     "attempt = EXCLUDED.attempt, retry_after = EXCLUDED.retry_after, "
+                     "started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, "
+                     "updated_at = EXCLUDED.updated_at",
+            "hooks": f"INSERT INTO {s}.hooks (run_id, hook_id, created_seq, token, token_hash, status, metadata, "
+                     "received_count, created_at, disposed_at) VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s) "
+                     "ON CONFLICT (run_id, hook_id) DO UPDATE SET status = EXCLUDED.status, "
+                     "received_count = EXCLUDED.received_count, disposed_at = EXCLUDED.disposed_at",
+            "waits": f"INSERT INTO {s}.waits (run_id, wait_id, created_seq, resume_at, status, created_at, "
+                     "completed_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, wait_id) DO UPDATE SET "
+                     "status = EXCLUDED.status, completed_at = EXCLUDED.completed_at",
+        }
+        self.sql_dispose_hooks = (f"UPDATE {s}.hooks SET status = 'disposed', disposed_at = %s "
+                                  "WHERE run_id = %s AND status = 'active'")
+        self.sql_dispose_waits = (f"UPDATE {s}.waits SET status = 'disposed', completed_at = %s "
+                                  "WHERE run_id = %s AND status = 'waiting'")
+        self.sql_find_event = f"SELECT seq FROM {s}.events WHERE run_id = %s AND event_id = %s"
+
+    async def _load(self, conn: AsyncConnection, run_id: str, events: list[Event]) -> _Loaded:
+        cur = await conn.execute(self.sql_run, (run_id,))
+        row = await cur.fetchone()
+        run = rows.run_from_row(row) if row is not None else None
+        loaded = _Loaded(RunState(run), row[12] if row is not None else "")
+        if run is None:
+            return loaded
+        wanted: dict[str, list[str]] = {}
+        for event in events:
+            kind = event_kind(event.event_type)
+            if kind is not None and event.correlation_id:
+                wanted.setdefault(kind, []).append(event.correlation_id)
+        reader = {"steps": rows.step_from_row, "hooks": rows.hook_from_row, "waits": rows.wait_from_row}
+        for kind, ids in wanted.items():
+            cur = await conn.execute(self.sql_entities[kind], (run_id, list(dict.fromkeys(ids))))
+            for entity_row in await cur.fetchall():
+                entity = reader[kind](entity_row[:-1])
+                entity_id = entity_row[1]
+                getattr(loaded.state, kind)[entity_id] = entity
+                loaded.created_seq[(kind, entity_id)] = entity_row[-1]
+        return loaded
+
+    async def _token_in_use(self, conn: AsyncConnection, state: RunState, hook_id: str, token: str) -> bool:
+        for other_id, hook in state.hooks.items():
+            if other_id != hook_id and hook.status == HookStatus.ACTIVE and hook.token == token:
+                return True  # a live hook of this run, maybe created earlier in this batch
+        cur = await conn.execute(self.sql_token_live, (rows.token_hash(token),))
+        return await cur.fetchone() is not None
+
+    async def committed_before(self, conn: AsyncConnection, run_id: str, event_id: str) -> bool:
+        cur = await conn.execute(self.sql_find_event, (run_id, event_id))
+        return await cur.fetchone() is not None
+
+    async def commit(
+        self, conn: AsyncConnection, run_id: str, events: list[Event], *, skip_conflicts: bool,
+        expected_seq: int | None, attempt: Attempt,
+    ) -> list[EventResult]:
+        """One attempt, in one transaction. `attempt` keeps the first event id written and the
+        results (so a retry after a lost commit can tell whether it landed). Retry on a lost race."""
+        now = utcnow()
+        try:
+            async with conn.transaction():
+                loaded = await self._load(conn, run_id, events)
+                state = loaded.state
+                if state.base_run is None:
+                    plan(RunState(), events[0], now)  # NotFoundError / lazy creation checks
+                count = state.base_run.event_count if state.base_run is not None else 0
+                if expected_seq is not None and count != expected_seq:
+                    raise EntityConflictError(
+                        f"run {run_id}: the log holds {count} events, the batch expected {expected_seq}")
+                outcomes, recorded_all, ends = await self._plan_all(conn, loaded, events, now, skip_conflicts, count)
+                results = self._results(state, outcomes)
+                if recorded_all:
+                    attempt.first_event_id, attempt.results = recorded_all[0].event_id, results
+                    await self._write(conn, run_id, loaded, recorded_all, ends)
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name in RACE_CONSTRAINTS:
+                raise Retry() from exc
+            raise
+        return results
+
+    async def _plan_all(
+        self, conn: AsyncConnection, loaded: _Loaded, events: list[Event], now: datetime, skip_conflicts: bool,
+        count: int,
+    ) -> tuple[list[tuple[Event, list[Event]]], list[Event], list[datetime]]:
+        state = loaded.state
+        outcomes: list[tuple[Event, list[Event]]] = []
+        recorded_all: list[Event] = []
+        ends: list[datetime] = []
+        last_id = loaded.last_event_id
+        for event in events:
+            try:
+                planned = plan(state, event, now)
+                if planned and planned[0].event_type == E.HOOK_CREATED and await self._token_in_use(
+                        conn, state, event.correlation_id or "", event.data["token"]):
+                    planned = plan(state, event, now, token_in_use=True)
+            except EntityConflictError:
+                if not skip_conflicts:
+                    raise
+                outcomes.append((event, []))
+                continue
+            recorded: list[Event] = []
+            for item in planned:
+                last_id = _event_id_after(last_id)
+                record = Event(run_id=event.run_id, event_type=item.event_type, correlation_id=item.correlation_id,
+                               data=item.data, event_id=last_id, seq=count, created_at=item.created_at or now)
+                count += 1
+                apply(state, record)
+                kind = event_kind(record.event_type)
+                if kind is not None and record.event_type != E.HOOK_CONFLICT:
+                    key = (kind, record.correlation_id or "")
+                    loaded.created_seq.setdefault(key, record.seq)
+                    loaded.touched.add(key)
+                if record.event_type in _TERMINAL:
+                    assert record.created_at is not None
+                    ends.append(record.created_at)
+                    loaded.touched.update(("hooks", h) for h in state.hooks)
+                    loaded.touched.update(("waits", w) for w in state.waits)
+                recorded.append(record)
+            recorded_all.extend(recorded)
+            outcomes.append((event, recorded))
+        loaded.last_event_id = last_id
+        return outcomes, recorded_all, ends
+
+    async def _write(self, conn: AsyncConnection, run_id: str, loaded: _Loaded, recorded: list[Event],
+                     ends: list[datetime]) -> None:
+        state = loaded.state
+        run = state.run
+        assert run is not None
+        params = [(run_id, e.seq, e.event_id, e.event_type.value, e.correlation_id,
+                   to_json(e.data, f"the data of {e.event_type.value}"), e.created_at) for e in recorded]
+        run_row = rows.run_params(run, loaded.last_event_id)
+        entity_rows: dict[str, list[tuple[Any, ...]]] = {}
+        makers = {"steps": rows.step_params, "hooks": rows.hook_params, "waits": rows.wait_params}
+        for kind, entity_id in sorted(loaded.touched):
+            entity = getattr(state, kind).get(entity_id)
+            if entity is not None:
+                entity_rows.setdefault(kind, []).append(makers[kind](entity, loaded.created_seq[(kind, entity_id)]))
+        async with conn.cursor() as cur:
+            await cur.executemany(self.sql_insert_event, params)
+            await cur.execute(self.sql_upsert_run, run_row)
+            for at in ends:
+                await cur.execute(self.sql_dispose_hooks, (at, run_id))
+                await cur.execute(self.sql_dispose_waits, (at, run_id))
+            for kind in ("steps", "hooks", "waits"):
+                if kind in entity_rows:
+                    await cur.executemany(self.sql_upsert[kind], entity_rows[kind])
+            await cur.execute("SELECT pg_notify(%s, %s)", (self.channel, f"r:{run_id}"))
+            if run.status.terminal:
+                await cur.execute("SELECT pg_notify(%s, %s)", (self.channel, f"e:{run_id}"))
+
+    @staticmethod
+    def _results(state: RunState, outcomes: list[tuple[Event, list[Event]]]) -> list[EventResult]:
+        run = state.run
+        assert run is not None
+        results = []
+        for event, recorded in outcomes:
+            cid = event.correlation_id or ""
+            kind = event_kind(event.event_type)
+            results.append(EventResult(
+                events=recorded, run=run,
+                step=state.steps.get(cid) if kind == "steps" else None,
+                hook=state.hooks.get(cid) if kind == "hooks" else None,
+                wait=state.waits.get(cid) if kind == "waits" else None,
+            ))
+        return results
+
+
+
+def prepare_all(run_id: str, events: Sequence[Event]) -> list[Event]:
+    """Validate the run id and every event of a batch before anything reaches the database."""
+    validate_id(run_id, "run id")
+    return [prepare(run_id, event) for event in events]
