@@ -7,6 +7,7 @@ import os
 
 import typer
 
+from .commands import db as db_cmd
 from .commands import dev as dev_cmd
 from .commands import inspect as inspect_cmd
 from .commands import ops, replay_cmds, run_cmds
@@ -27,6 +28,7 @@ replay_cmds.register(app)
 inspect_cmd.register(app)
 ops.register(app)
 ui_cmd.register(app)
+db_cmd.register(app)
 
 
 @app.command()
