@@ -129,7 +129,9 @@ def create_file_exclusive(path: Path, data: bytes, *, fsync: bool) -> bool:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         faults.check("exclusive", path, fd, data)
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # a short write (a file-size limit, a signal) is carried on, or fails: never linked truncated
+            view = view[os.write(fd, view) :]
         if fsync:
             datasync(fd)
     except BaseException:

@@ -44,3 +44,9 @@ async def slow_add(x: int, y: int) -> int:
 async def slow_chain(x: int) -> int:
     a = await slow_add(x, 1)
     return await slow_add(a, 2)
+
+
+@wf.workflow(name="wl.parent")
+async def parent(x: int) -> int:
+    """Waits for one child run (`wl.chain`)."""
+    return await chain(x) + 100
