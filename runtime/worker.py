@@ -272,11 +272,10 @@ class Worker(RunDriver):
                 await enqueue_workflow(world, run_id)
                 return None
             assert started.step is not None
-            full_run = await world.runs.get(run_id, resolve_data=False)
             outcome = await self.executor.attempt(
                 step_fn, run_id=run_id, step_id=step_id, step_input=step.input, attempt=started.step.attempt,
                 started_at=started.step.started_at,
-                workflow=WorkflowMetadata(run_id, full_run.workflow_name, full_run.started_at),
+                workflow=WorkflowMetadata(run_id, run.workflow_name, run.started_at),
             )
         finally:
             self._step_slots += 1
