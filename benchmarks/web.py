@@ -1,6 +1,7 @@
 """The web UI's page timings: the runs page with 10,000 runs, and a run page with 1,000 steps.
 
     python -m benchmarks.web [--runs 10000] [--steps 1000] [--data-dir PATH] [--no-browser]
+    python -m benchmarks.web --flood 400     # memory of `wf ui` while 400 clients each send a 1 MB body
 
 Fills a local World (kept in --data-dir and reused on the next call) with runs recorded
 straight through the World contract, and one real run of a 1,000-step workflow driven by a
@@ -122,7 +123,7 @@ def _p(values: list[float], q: float) -> float:
 
 
 def browser_time(url: str) -> float | None:
-    """Milliseconds from navigation to the run page's whole trace drawn, in headless Chromium."""
+    """Milliseconds from navigation to the first frame painted with the whole run (trace, event log), in Chromium."""
     if not Path("/usr/bin/chromium").exists():
         return None
     try:
@@ -137,9 +138,10 @@ def browser_time(url: str) -> float | None:
         times = []
         for _ in range(3):
             page.goto(url)
-            page.wait_for_function("document.querySelectorAll('#trace .row').length > 1000 && "
-                                   "document.querySelectorAll('#events tr').length > 3000", timeout=30_000)
-            times.append(page.evaluate("performance.now()"))
+            page.wait_for_function("performance.getEntriesByName('wf-run-drawn').length > 0", timeout=30_000)
+            assert page.evaluate("document.querySelectorAll('#trace .row').length") > 1000
+            assert page.evaluate("document.querySelectorAll('#events .erow').length") > 3000
+            times.append(page.evaluate("performance.getEntriesByName('wf-run-drawn')[0].startTime"))
         browser.close()
     return statistics.median(times)
 
@@ -188,11 +190,60 @@ async def main_async(args: argparse.Namespace) -> None:
         if not args.no_browser:
             shown = await asyncio.to_thread(browser_time, f"http://127.0.0.1:{server.port}/runs/{run_id}")
             if shown is not None:
-                print(f"\n1,000-step run page in Chromium, navigation to trace and event log drawn: {shown:.0f} ms")
+                print(f"\n1,000-step run page in Chromium, from navigation to the whole run drawn: {shown:.0f} ms")
     finally:
         await server.stop()
         await app.web.close()
         await world.close()
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """(resident, peak resident) MB of a process, from /proc."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+async def flood(data_dir: str, clients: int, size: int = 1024 * 1024) -> None:
+    """`clients` connections each POST a `size`-byte body to a webhook at once; server memory idle and at peak."""
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "WF_FSYNC": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "wf.cli", "ui", "--data-dir", data_dir, "--port", str(port)],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        print(proc.stderr.readline().strip(), file=sys.stderr)
+        idle, _ = _rss_mb(proc.pid)
+        body = b"x" * size
+        statuses: dict[int, int] = {}
+
+        async def one() -> None:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(f"POST /.well-known/workflow/v1/webhook/nobody HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             f"Content-Length: {size}\r\nConnection: close\r\n\r\n".encode() + body)
+                await writer.drain()
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head.split(b" ", 2)[1])
+                writer.close()
+            except (OSError, asyncio.IncompleteReadError):
+                status = 0  # the server cut the connection
+            statuses[status] = statuses.get(status, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(clients)))
+        took = time.perf_counter() - started
+        now, peak = _rss_mb(proc.pid)
+        answers = ", ".join(f"{n} x {code or 'cut'}" for code, n in sorted(statuses.items()))
+        print(f"{clients} clients x {size // 1024} KB bodies in {took:.1f}s: {answers}; "
+              f"server memory {idle:.0f} MB idle, {peak:.0f} MB at peak, {now:.0f} MB after")
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def main() -> None:
@@ -201,7 +252,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1_000)
     parser.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "wf-web-bench"))
     parser.add_argument("--no-browser", action="store_true")
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--flood", type=int, metavar="CLIENTS", help="measure memory under concurrent 1 MB bodies")
+    args = parser.parse_args()
+    if args.flood:
+        asyncio.run(flood(args.data_dir, args.flood))
+    else:
+        asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from .values import short_name
 STATUSES = [s.value for s in RunStatus]
 
 
-def layout(title: str, body: str, *, active: str, scripts: tuple[str, ...] = ()) -> str:
+def layout(title: str, body: str, *, active: str, scripts: tuple[str, ...] = (), preload: str = "") -> str:
     nav = "".join(
         f'<a href="{href}"{" class=active" if key == active else ""}>{label}</a>'
         for key, href, label in (("runs", "/", "Runs"), ("workflows", "/workflows", "Workflows"))
@@ -26,6 +26,7 @@ def layout(title: str, body: str, *, active: str, scripts: tuple[str, ...] = ())
         '<meta name=viewport content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)} · wf</title>"
         '<link rel=icon href="data:,"><link rel=stylesheet href="/static/app.css">'
+        + (f'<link rel=preload href="{escape(preload)}" as=fetch crossorigin>' if preload else "") +
         f"{tags}</head><body><header><a class=brand href='/'>wf</a><nav>{nav}</nav>"
         "<span id=live-state class=live title='live updates'></span></header>"
         f"<main>{body}</main></body></html>"
@@ -137,7 +138,7 @@ def run_page(run_id: str) -> str:
   <section id=paths class=card></section>
   <section class=card><h2>Event log</h2><div id=events class=events></div></section>
 </div>"""
-    return layout(f"Run {run_id}", body, active="runs", scripts=("run.js",))
+    return layout(f"Run {run_id}", body, active="runs", scripts=("run.js",), preload=f"/api/runs/{run_id}")
 
 
 def workflows_page(items: list[dict[str, Any]]) -> str:

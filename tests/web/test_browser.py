@@ -173,7 +173,7 @@ def test_the_trace_has_a_bar_per_attempt_and_a_hook_resumed_by_form_completes_th
     assert re.search(r"flows\.py:\d+$", detail.locator("#call-site").inner_text())
     assert "card declined (attempt 2)" in detail.locator("table.attempts").inner_text()
     detail.locator(".ev-link").first.click()
-    assert page.locator("#events tr.hl").count() >= 1  # the event log is cross-linked
+    assert page.locator("#events .erow.hl").count() >= 1  # the event log is cross-linked
     form = page.locator('#hooks form.resume-form[data-token="approve:o-trace"]')
     form.locator("textarea").fill('{"approved": true, "by": "ada"}')
     form.locator("button[type=submit]").click()

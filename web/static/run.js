@@ -8,6 +8,8 @@
   const el = wf.el;
   const state = {story: null, zoom: null, zoomed: false, selected: null, sites: null, tails: new Map(), timer: null};
   const LABEL_W = 220;
+  const ESC = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"};
+  const esc = (text) => String(text === null || text === undefined ? "" : text).replace(/[&<>"']/g, (c) => ESC[c]);
 
   async function load() {
     const story = await wf.api("GET", `/api/runs/${runId}`);
@@ -33,6 +35,10 @@
     renderStreams(s);
     renderPaths(s);
     renderEvents(s);
+    if (!performance.getEntriesByName("wf-run-drawn").length) {
+      // After the first frame that shows the whole run (benchmarks/web.py reads this mark).
+      requestAnimationFrame(() => setTimeout(() => performance.mark("wf-run-drawn")));
+    }
     if (state.selected) showDetail(state.selected, false);
   }
 
@@ -150,33 +156,27 @@
     const rows = s.trace.rows;
     document.getElementById("trace-note").textContent =
       `${rows.length} rows, ${rows.reduce((n, r) => n + (r.kind === "step" ? r.spans.filter((x) => x.kind === "attempt").length : 0), 0)} attempts, ${wf.dur(s.trace.end)}`;
-    const frag = document.createDocumentFragment();
-    frag.append(axis(s.trace.end));
+    const html = [];
     for (const row of rows) {
-      const line = el("div", {class: `row kind-${row.kind}`, dataset: {row: row.id}});
-      const label = el("div", {class: "label", title: row.name || row.token || row.label},
-        el("span", {class: "mono small"}, row.id === "run" ? "" : row.id + " "), row.label);
-      if (row.child_run_id) label.append(" ", el("a", {href: `/runs/${row.child_run_id}`, class: "child-link"}, "→"));
-      const lane = el("div", {class: "lane"});
+      const name = esc(row.name || row.token || row.label);
+      const child = row.child_run_id ? ` <a href="/runs/${esc(row.child_run_id)}" class="child-link">→</a>` : "";
+      html.push(`<div class="row kind-${row.kind}" data-row="${esc(row.id)}"><div class="label" title="${name}">` +
+        `<span class="mono small">${row.id === "run" ? "" : esc(row.id) + " "}</span>${esc(row.label)}${child}</div><div class="lane">`);
       row.spans.forEach((span, i) => {
         const kind = row.kind === "child" && span.kind === "hook" ? "hook child" : span.kind;
-        const bar = el("div", {
-          class: `bar k-${kind} s-${span.status || "none"}${span.open ? " open" : ""}`,
-          style: `left: calc(${span.start}px * var(--z)); width: max(2px, calc(${span.end - span.start}px * var(--z)))`,
-          title: `${row.id} ${span.kind}${span.attempt ? " #" + span.attempt : ""} ${span.status || ""} ${wf.dur(span.end - span.start)}`,
-          dataset: {row: row.id, span: String(i)},
-        });
-        lane.append(bar);
+        const title = `${row.id} ${span.kind}${span.attempt ? " #" + span.attempt : ""} ${span.status || ""} ${wf.dur(span.end - span.start)}`;
+        html.push(`<div class="bar k-${kind} s-${span.status || "none"}${span.open ? " open" : ""}" data-span="${i}" ` +
+          `style="left: calc(${span.start}px * var(--z)); width: max(2px, calc(${span.end - span.start}px * var(--z)))" ` +
+          `title="${esc(title)}"></div>`);
       });
       for (const mark of row.marks) {
-        lane.append(el("div", {class: "mark", style: `left: calc(${mark.at}px * var(--z))`, title: `payload (event ${mark.seq})`,
-          dataset: {row: row.id, seq: String(mark.seq)}}));
+        html.push(`<div class="mark" style="left: calc(${mark.at}px * var(--z))" title="payload (event ${mark.seq})"></div>`);
       }
-      line.append(label, lane);
-      frag.append(line);
+      html.push("</div></div>");
     }
     const scrollLeft = box.scrollLeft, scrollTop = box.scrollTop;
-    box.replaceChildren(frag);
+    box.innerHTML = html.join("");
+    box.prepend(axis(s.trace.end));
     box.scrollLeft = scrollLeft;
     box.scrollTop = scrollTop;
     if (state.selected) markSelected();
@@ -384,24 +384,31 @@
     }
   }
 
+  // The big lists are rows of divs (not tables): the browser lays out only the rows in view.
+
   function renderPaths(s) {
-    document.getElementById("paths").replaceChildren(el("h2", {}, "State paths"), el("table", {class: "paths"},
-      s.state_paths.map((p) => el("tr", {}, el("td", {class: "mono"}, p.id), el("td", {class: "muted small"}, p.kind === "step" || p.kind === "run" ? p.name.split(".").pop() : ""),
-        el("td", {}, p.states.map((st, i) => [i ? el("span", {class: "muted"}, " → ") : null, el("span", {class: `st-${st.split(" ")[0]}`}, st)]))))));
+    const rows = s.state_paths.map((p) => `<div class="prow"><span class="mono">${esc(p.id)}</span><span class="muted small">` +
+      `${p.kind === "step" || p.kind === "run" ? esc(p.name.split(".").pop()) : ""}</span><span>` +
+      p.states.map((st) => `<span class="st-${esc(st.split(" ")[0])}">${esc(st)}</span>`).join('<span class="muted"> → </span>') +
+      "</span></div>");
+    document.getElementById("paths").innerHTML = `<h2>State paths</h2><div class="paths">${rows.join("")}</div>`;
   }
 
   function renderEvents(s) {
-    const box = document.getElementById("events");
-    const table = el("table", {class: "events"}, el("tr", {}, el("th", {}, "seq"), el("th", {}, "time"), el("th", {}, "type"),
-      el("th", {}, "entity"), el("th", {}, "data")));
-    for (const e of s.events) {
-      table.append(el("tr", {id: `ev-${e.seq}`, class: `t-${e.type}`},
-        el("td", {class: "num"}, String(e.seq)), el("td", {class: "num"}, e.at === null ? "" : `+${wf.dur(e.at)}`),
-        el("td", {}, e.type), el("td", {}, e.cid ? el("a", {href: "#trace", class: "mono cid", onclick: () => select({row: e.cid, span: spanOf(e)}, true)}, e.cid) : ""),
-        el("td", {class: "mono small"}, e.summary)));
-    }
-    box.replaceChildren(table);
+    const rows = s.events.map((e) => `<div id="ev-${e.seq}" class="erow t-${e.type}"><span class="num">${e.seq}</span>` +
+      `<span class="num">${e.at === null ? "" : "+" + wf.dur(e.at)}</span><span class="etype">${e.type}</span>` +
+      `<span>${e.cid ? `<a href="#trace" class="mono cid" data-seq="${e.seq}">${esc(e.cid)}</a>` : ""}</span>` +
+      `<span class="mono small">${esc(e.summary)}</span></div>`);
+    document.getElementById("events").innerHTML = '<div class="erow head"><span class="num">seq</span>' +
+      `<span class="num">time</span><span>type</span><span>entity</span><span>data</span></div>${rows.join("")}`;
   }
+
+  document.getElementById("events").addEventListener("click", (event) => {
+    const link = event.target.closest("a.cid");
+    if (!link) return;
+    const found = state.story.events.find((e) => e.seq === Number(link.dataset.seq));
+    if (found) select({row: found.cid, span: spanOf(found)}, true);
+  });
 
   function spanOf(event) {
     const row = state.story.trace.rows.find((r) => r.id === event.cid);
@@ -411,7 +418,7 @@
   }
 
   function highlightEvents(seqs, scroll) {
-    document.querySelectorAll("#events tr.hl").forEach((n) => n.classList.remove("hl"));
+    document.querySelectorAll("#events .erow.hl").forEach((n) => n.classList.remove("hl"));
     for (const seq of seqs) {
       const row = document.getElementById(`ev-${seq}`);
       if (row) row.classList.add("hl");
