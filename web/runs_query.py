@@ -181,7 +181,7 @@ class StatusCounts:
     last counts (or None at first) and, when they are older than `max_age`, starts a recount.
     """
 
-    max_age: float = 10.0
+    max_age: float = 15.0
     counts: dict[str, int] | None = None
     counted_at: float = 0.0
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -200,12 +200,13 @@ class StatusCounts:
         with contextlib.suppress(Exception):
             for status in RunStatus:
                 total, cursor = 0, None
-                while True:
-                    page = await world.runs.list(status=status, limit=1000, cursor=cursor, resolve_data=False)
+                while True:  # small pages, yielding between them: requests are served meanwhile
+                    page = await world.runs.list(status=status, limit=200, cursor=cursor, resolve_data=False)
                     total += len(page.data)
                     if page.next_cursor is None:
                         break
                     cursor = page.next_cursor
+                    await asyncio.sleep(0)
                 counts[status.value] = total
             self.counts = counts
         self.counted_at = time.monotonic()

@@ -1,6 +1,7 @@
 """Security: ids and tokens never name paths, tokens are unguessable, data never runs code.
 
-The HTTP endpoint of `wf dev` is tested with the dev server itself.
+The HTTP rules of `wf dev` and `wf ui` (Host, token, same-origin JSON, body/depth/time limits)
+are tested in tests/web/test_http_rules.py, and `wf dev` itself in tests/cli/test_dev_server.py.
 """
 
 from __future__ import annotations

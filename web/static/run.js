@@ -39,7 +39,8 @@
       // After the first frame that shows the whole run (benchmarks/web.py reads this mark).
       requestAnimationFrame(() => setTimeout(() => performance.mark("wf-run-drawn")));
     }
-    if (state.selected) showDetail(state.selected, false);
+    const typing = document.activeElement && document.getElementById("detail").contains(document.activeElement);
+    if (state.selected && !typing) showDetail(state.selected, false);  // never under the user's cursor
   }
 
   // --- summary ---
