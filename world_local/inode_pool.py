@@ -22,6 +22,7 @@ import contextlib
 import itertools
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import faults
@@ -37,7 +38,8 @@ STALE_CLAIM_SECONDS = 600.0
 class InodePool:
     """A folder of files removed by the queue, reused for the files it creates next."""
 
-    def __init__(self, folder: Path, tag: str, *, fault_op: str = "queue") -> None:
+    def __init__(self, folder: Path, tag: str, *, fault_op: str = "queue",
+                 clock: Callable[[], float] = time.time) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self._dir = str(folder)
         self._tag = tag
@@ -46,7 +48,7 @@ class InodePool:
         self._known: list[str] = []
         self._next_listing = 0.0
         self._size = 0  # the pool's size as last listed, plus our puts, minus our claims
-        now = time.time()
+        now = clock()  # compared with file stamps: the kernel's clock, not this process's
         with os.scandir(self._dir) as entries:
             for entry in entries:
                 if entry.name.startswith(".c."):

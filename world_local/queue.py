@@ -135,20 +135,22 @@ class _Change:
     def __exit__(self, exc_type: object, *exc: object) -> None:
         if exc_type is not None:
             with contextlib.suppress(Exception):
-                self._queue._reload(self._message_id, time.time(), locked=True)
+                self._queue._reload(self._message_id, self._queue._now(), locked=True)
 
 
 @storage_boundary
 class LocalQueue(Queue):
     """`Queue` on the file system, safe for several threads and processes on one directory."""
 
-    def __init__(self, root: Path, notifier: Notifier, *, fsync: bool) -> None:
+    def __init__(self, root: Path, notifier: Notifier, *, fsync: bool, clock: Callable[[], float] = time.time) -> None:
+        """`clock`: the time due times and leases are stamped and compared on (the World's, `clock.py`)."""
         self.root = Path(root)
+        self._now = clock
         self._notifier = notifier
         self._fsync = fsync
         self._mutex = threading.Lock()
         self._tag = secrets.token_hex(6)
-        self._files = MessageFiles(self.root, self._tag)
+        self._files = MessageFiles(self.root, self._tag, clock=clock)
         self._me = current_holder()
         self._liveness = LivenessCache()
         self._index = QueueIndex(self._me, self._liveness.alive)
@@ -191,7 +193,7 @@ class LocalQueue(Queue):
         """Apply every change others logged since our last look (under the lock)."""
         changed, rescan = self._log.read_new()
         if changed:
-            now = time.time()
+            now = self._now()
             for message_id in changed:
                 self._reload(message_id, now, locked=True)
         if rescan is not None:
@@ -200,7 +202,7 @@ class LocalQueue(Queue):
             files = self._files.listing()
             records = [self._files.read(mid, locked=True, has_lease=has_lease) for mid, (has_json, has_lease)
                        in files.items() if has_json]
-            self._index.replace_all([r for r in records if r is not None], time.time())
+            self._index.replace_all([r for r in records if r is not None], self._now())
 
     def _reload(self, message_id: str, now: float, *, locked: bool) -> None:
         record = self._files.read(message_id, locked=locked)
@@ -219,7 +221,7 @@ class LocalQueue(Queue):
         with self._exclusive():
             pass
         files = self._files.listing()
-        now = time.time()
+        now = self._now()
         unsettled: list[str] = []
         records = self._index.records
         if full:
@@ -250,7 +252,7 @@ class LocalQueue(Queue):
         if unsettled or orphans:
             with self._exclusive():
                 for message_id in unsettled:
-                    self._reload(message_id, time.time(), locked=True)
+                    self._reload(message_id, self._now(), locked=True)
                 for message_id in orphans:
                     self._files.remove_orphan_lease(message_id)
         self._next_rescan = time.monotonic() + SAFETY_RESCAN_SECONDS
@@ -288,7 +290,7 @@ class LocalQueue(Queue):
         delay = max(0.0, _check_seconds(delay, "delay"))
         self._check_open()
         payload = orjson.loads(dumps(payload))  # our own copy, exactly as stored; bad payloads fail here
-        now = time.time()
+        now = self._now()
         message_id = new_ulid()
         record = MessageRecord(
             message_id=message_id,
@@ -315,7 +317,7 @@ class LocalQueue(Queue):
                     with self._changing(message_id):
                         self._files.create_message(record, data, staged=staged, durable=self._fsync)
                         staged = None
-                        self._index.put(record, time.time())
+                        self._index.put(record, self._now())
                     self._log.maybe_rotate()
                     woke = created = True
         finally:
@@ -341,7 +343,7 @@ class LocalQueue(Queue):
             woke = True
         with self._changing(record.message_id):
             self._files.rewrite_message(changed, durable=self._fsync)
-            self._index.put(changed, time.time())
+            self._index.put(changed, self._now())
         return woke
 
     async def take(
@@ -376,10 +378,10 @@ class LocalQueue(Queue):
             self._check_open()
             if time.monotonic() >= self._next_rescan:
                 self._rescan(full=False)
-            if not self._log.has_news() and self._index.candidate(queues, time.time()) is None:
+            if not self._log.has_news() and self._index.candidate(queues, self._now()) is None:
                 return None
             with self._exclusive():
-                now = time.time()
+                now = self._now()
                 record = self._index.candidate(queues, now)
                 if record is None:
                     return None
@@ -402,7 +404,7 @@ class LocalQueue(Queue):
             pause = min(MAX_PAUSE_SECONDS, self._next_rescan - time.monotonic())
             due = self._index.next_change(queues)
             if due is not None:
-                pause = min(pause, due - time.time())
+                pause = min(pause, due - self._now())
             if self._index.has_foreign_leases():
                 pause = min(pause, DEAD_HOLDER_POLL_SECONDS)
         return max(pause, 0.001)
@@ -419,7 +421,7 @@ class LocalQueue(Queue):
                     again = record.changed(lease=None, available_at=record.again_at, again_at=None, attempts=0)
                     self._files.rewrite_message(again, durable=False)
                     self._files.remove_lease(mid)
-                    self._index.put(again, time.time())
+                    self._index.put(again, self._now())
                     requeued = True
                 else:
                     self._files.remove(mid)
@@ -434,14 +436,14 @@ class LocalQueue(Queue):
         self._check_open()
         with self._mutex, self._exclusive():
             record = self._leased_record(message)
-            available_at = time.time() + delay
+            available_at = self._now() + delay
             if record.again_at is not None:
                 available_at = min(available_at, record.again_at)
             back = record.changed(lease=None, available_at=available_at, again_at=None, attempts=record.deliveries)
             with self._changing(record.message_id):
                 self._files.rewrite_message(back, durable=self._fsync)
                 self._files.remove_lease(record.message_id)
-                self._index.put(back, time.time())
+                self._index.put(back, self._now())
             self._log.maybe_rotate()
         if self._fsync:
             self._files.sync()
@@ -456,7 +458,7 @@ class LocalQueue(Queue):
         with self._mutex, self._exclusive():
             record = self._leased_record(message)
             assert record.lease is not None
-            now = time.time()
+            now = self._now()
             renewed = record.changed(lease=replace(record.lease, until=now + lease, holder=self._me))
             assert renewed.lease is not None
             with self._changing(record.message_id):
@@ -473,7 +475,7 @@ class LocalQueue(Queue):
         with self._mutex:
             with self._exclusive():
                 records = [r for r in self._index.records.values() if queue is None or r.queue == queue]
-            now = time.time()
+            now = self._now()
             messages = [r.to_message(now, self._liveness.alive) for r in records]
         messages.sort(key=lambda m: (m.order_key, m.message_id))
         return messages
@@ -486,7 +488,7 @@ class LocalQueue(Queue):
                 self._rescan(full=True)
                 records = [r for r in self._index.records.values()
                            if r.lease is not None and not self._liveness.alive(r.lease.holder)]
-            now = time.time()
+            now = self._now()
             held = [replace(m, state="leased", lease_id=r.lease.lease_id, attempts=r.lease.attempts,
                             extra={**m.extra, "holder": f"process {r.lease.holder.pid}"})
                     for r in records if r.lease is not None

@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,14 +94,15 @@ def unlink(path: str) -> None:
 class MessageFiles:
     """The messages folder of one queue, seen by one LocalQueue."""
 
-    def __init__(self, root: Path, tag: str) -> None:
+    def __init__(self, root: Path, tag: str, *, clock: Callable[[], float] = time.time) -> None:
+        self._now = clock
         self.folder = root / "messages"
         self.folder.mkdir(parents=True, exist_ok=True)
         self._dir = str(self.folder)
         self._corrupt = root / "corrupt"
         self._tag = tag
         self._reaper = FileReaper(root / "trash", tag)
-        self._pool = InodePool(root / "spare", tag)
+        self._pool = InodePool(root / "spare", tag, clock=clock)
         #: Files this process created unsynced (and did not rename over), oldest first.
         self._fresh: collections.OrderedDict[str, float] = collections.OrderedDict()
 
@@ -159,7 +161,7 @@ class MessageFiles:
     def listing(self) -> dict[str, tuple[bool, bool]]:
         """{message id: (has .json, has .lease)}; removes stale temporary files on the way."""
         found: dict[str, tuple[bool, bool]] = {}
-        now = time.time()
+        now = self._now()  # compared with file stamps: the kernel's clock, not this process's
         with os.scandir(self._dir) as entries:
             for entry in entries:
                 match = MESSAGE_FILE.fullmatch(entry.name)

@@ -37,7 +37,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -128,6 +128,8 @@ class LogView:
     last_event_id: str = ""
     #: The inode of the log folded (a log replaced by another file is folded anew).
     ino: int = 0
+    #: The time of the last event (events are never dated before the one they follow).
+    last_at: datetime | None = None
 
 
 class _RunHandle:
@@ -180,6 +182,8 @@ def _apply(view: LogView, event: Event, path: str | Path) -> None:
         view.created_seq[(kind, event.correlation_id or "")] = event.seq
     view.count += 1
     view.last_event_id = event.event_id
+    if event.created_at is not None:
+        view.last_at = event.created_at
 
 
 def _event_id_after(last: str) -> str:
@@ -201,8 +205,10 @@ def _creates_run(event: Event) -> bool:
 class RunStore:
     """Run logs and their views under one data directory, for one World object."""
 
-    def __init__(self, root: Path, notifier: Notifier, *, fsync: bool) -> None:
+    def __init__(self, root: Path, notifier: Notifier, *, fsync: bool, clock: Callable[[], datetime] = utcnow) -> None:
+        """`clock`: the World's clock (`clock.py`), which dates events recorded without a time."""
         self.root = root
+        self.clock = clock
         self.runs_dir = root / "runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.runs_str = str(self.runs_dir)
@@ -489,7 +495,7 @@ class RunStore:
         prepared = [self._prepare(run_id, event) for event in events]
         if not prepared:
             return [], None
-        now = utcnow()
+        now = self.clock()
         committed = False
         pending = None
         creates = any(_creates_run(e) for e in prepared)
@@ -557,6 +563,9 @@ class RunStore:
                     continue
                 recorded: list[Event] = []
                 for item in planned:
+                    at = item.created_at or now
+                    if view.last_at is not None and at < view.last_at:
+                        at = view.last_at  # a writer whose clock is behind: time in a run never goes back
                     record = Event(
                         run_id=handle.run_id,
                         event_type=item.event_type,
@@ -564,7 +573,7 @@ class RunStore:
                         data=item.data,
                         event_id=_event_id_after(view.last_event_id),
                         seq=view.count,
-                        created_at=item.created_at or now,
+                        created_at=at,
                     )
                     lines.append(encode_event(record))
                     self._note_changes(state, record, changes)

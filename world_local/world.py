@@ -22,6 +22,7 @@ import contextlib
 import inspect
 import logging
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from ..runtime.entities import Run, RunStatus
 from ..runtime.errors import WfError
 from ..runtime.world import WORKFLOW_QUEUE, World, workflow_message_key
 from .boundary import storage_boundary
+from .clock import WorldClock
 from .data_dir import default_data_dir, open_data_dir
 from .files import write_bytes_atomic
 from .leases import boot_id
@@ -44,6 +46,8 @@ from .workers import DrainFlag, WorkerRegistry
 log = logging.getLogger("wf.world_local")
 #: The boot id of the machine when every run's status was last checked against its log.
 VERIFIED_BOOT = "verified-boot.json"
+#: Workers whose clock disagrees with the World's by more than this many seconds are warned (and doctor reports them).
+CLOCK_SKEW_WARNING = 1.0
 
 
 def _env_fsync() -> bool:
@@ -62,7 +66,8 @@ class LocalWorld(World):
         root = Path(data_dir) if data_dir is not None else default_data_dir()
         self.data_dir = open_data_dir(root, fsync=self.fsync, create=create)
         self.notifier = Notifier(self.data_dir / "notify")
-        self._store = RunStore(self.data_dir, self.notifier, fsync=self.fsync)
+        self.clock = WorldClock(self.data_dir)
+        self._store = RunStore(self.data_dir, self.notifier, fsync=self.fsync, clock=self.clock.now)
         self.runs = LocalRuns(self._store)
         self.steps = LocalSteps(self._store)
         self.events = LocalEvents(self._store)
@@ -71,7 +76,7 @@ class LocalWorld(World):
         # The queue is never synced, even with fsync on: every message it holds can be derived
         # from the (synced) run logs, and start() derives them after a crash or power loss
         # (each active run gets its workflow message; its replay re-sends unfinished steps).
-        self.queue = LocalQueue(self.data_dir / "queue", self.notifier, fsync=False)
+        self.queue = LocalQueue(self.data_dir / "queue", self.notifier, fsync=False, clock=self.clock.time)
         self.streams = LocalStreams(self.data_dir / "streams", self.notifier, fsync=self.fsync)
         self.workers = WorkerRegistry(self.data_dir / "workers")
         self.drain_flag = DrainFlag(self.data_dir / "drain.json")
@@ -154,9 +159,19 @@ class LocalWorld(World):
             return []
         return sorted(name for name in names if not name.startswith("."))
 
+    async def now(self) -> datetime:
+        """The World's time: the kernel's clock, whatever this process's clock says (`clock.py`)."""
+        return self.clock.now()
+
     async def announce_worker(self, info: dict[str, Any]) -> str:
-        """Record this process as a live worker (a file under `<data>/workers/`)."""
-        return self.workers.announce(info)
+        """Record this process as a live worker (a file under `<data>/workers/`), with its clock's
+        skew: `clock_skew` = this process's clock minus the World's, in seconds."""
+        skew = self.clock.skew
+        if abs(skew) > CLOCK_SKEW_WARNING:
+            log.warning("this process's clock is %.1f s %s the World's (the kernel's): due times use the World's "
+                        "clock, but the events this worker records are dated by its own", abs(skew),
+                        "ahead of" if skew > 0 else "behind")
+        return self.workers.announce({**info, "clock_skew": round(skew, 3)})
 
     async def retire_worker(self, worker_id: str) -> None:
         self.workers.retire(worker_id)
