@@ -17,7 +17,9 @@ or mark them `@pytest.mark.asyncio`). Outside pytest, `async with WorkflowEnv(pa
 gives the same object.
 
 What `wf_env` gives each test:
-- a fresh data directory under the test's `tmp_path` (fsync off), configured as wf's World, so
+- a fresh store: a data directory under the test's `tmp_path` (fsync off), or, when the
+  environment sets `WF_TEST_WORLD=postgresql://…`, a new schema of that database (dropped
+  after the test); configured as wf's World, so
   `wf.start_async`, `wf.get_run_async` and `wf.resume_hook_async` in the code under test use it;
 - a Worker running in the test's event loop, with **time skipping** on: when a run waits only
   for timers (no step of it is running), its next timer fires at once, recorded at its due
@@ -36,8 +38,8 @@ Its methods (all async):
 - `wait_for_status(run, "running")`, `wait_for_steps(run, n)`: synchronise with the worker;
 - `assert_replays(run)`: replays the run's log against the current code in a fresh
   `WorkflowInstance` and fails on a divergence or a different outcome;
-- `WorkflowEnv(data_dir, run_worker=False)` observes a data dir that another process
-  (`wf worker`) serves: the same helpers, no worker here;
+- `WorkflowEnv(store, run_worker=False)` observes a store (a data dir, or any World URL) that
+  another process (`wf worker`) serves: the same helpers, no worker here;
 - `world` and `worker` for anything else (`wf.runtime.world.World`, `wf.runtime.worker.Worker`).
 """
 
