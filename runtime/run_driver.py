@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from . import telemetry
 from .calls import error_info
 from .children import notify_parent, redeliver_child_outcomes
 from .entities import Event, EventType, Run, StepStatus, utcnow
@@ -128,6 +129,8 @@ class RunDriver:
                 return None
             # Lazy creation: `wf.start` could not record run_created; the message carries the input.
             result = await self.world.events.create(run_id, Event(run_id, E.RUN_STARTED, data=start))
+            if telemetry.ON:
+                telemetry.recorded([result])
             return result.run
         if run.status.terminal:
             self._evict(run_id)
@@ -332,6 +335,8 @@ class RunDriver:
             log.debug("run %s: batch refused (%s); replaying from the log", drive.run_id, exc)
             await self._resync(drive, events)
             return False
+        if telemetry.ON:  # spans end when their events are recorded (never when replayed)
+            telemetry.recorded(results)
         recorded = [(e.event_type, e.correlation_id, e.seq) for r in results for e in r.events]
         if recorded != [(e.event_type, e.correlation_id, e.seq) for e in events]:
             await self._resync(drive, [])  # e.g. hook_created became hook_conflict
@@ -429,9 +434,11 @@ class RunDriver:
         """Record an attempt's result; queue the retry, and wake the run if someone else drives it."""
         self.stats["steps"] += 1
         try:
-            await self.world.events.create(run_id, outcome.event)
+            result = await self.world.events.create(run_id, outcome.event)
         except (EntityConflictError, RunExpiredError, NotFoundError):
             return  # another attempt finished first, or the run is over: nothing more to do
+        if telemetry.ON:
+            telemetry.recorded([result])
         if outcome.retry_at is not None:
             delay = 0.0 if self.skip_time else (outcome.retry_at - utcnow()).total_seconds()
             await enqueue_step(self.world, run_id, step_id, delay=delay)
@@ -445,10 +452,12 @@ class RunDriver:
         else:
             event = Event(run_id, E.RUN_COMPLETED, data={"output": outcome.output})
         try:
-            await self.world.events.create(run_id, event)
+            result = await self.world.events.create(run_id, event)
         except (EntityConflictError, RunExpiredError):
             self._evict(run_id)
             return
+        if telemetry.ON:
+            telemetry.recorded([result])
         await self._after_end(run_id)
 
     async def _after_end(self, run_id: str) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import secrets
 from typing import Any
 
+from . import telemetry
 from .calls import serialize_call_input
 from .entities import Event, EventType
 from .errors import EntityConflictError, HookNotFoundError, InvalidIdError, NotFoundError, RunExpiredError, WorldError
@@ -58,6 +59,8 @@ async def record_run(
         "input": serialize_call_input(args, kwargs, where=f"the arguments of workflow {name}"),
         "attributes": {"seed": secrets.token_hex(16), **(attributes or {})},
     }
+    if telemetry.ON:  # the span current at wf.start: the run's trace is linked to it (a child's nests in it)
+        telemetry.carry(data["attributes"])
     if idempotency_key is not None:
         if not isinstance(idempotency_key, str) or not idempotency_key:
             raise InvalidIdError("idempotency_key must be a non-empty string")
@@ -90,8 +93,10 @@ async def resume_hook_in(world: World, token: str, payload: Any) -> None:
     try:
         hook = await world.hooks.get_by_token(token)
         data = {"payload": serialize(payload, where="the hook payload")}
-        await world.events.create(hook.run_id, Event(hook.run_id, E.HOOK_RECEIVED, correlation_id=hook.hook_id,
-                                                     data=data))
+        result = await world.events.create(hook.run_id, Event(hook.run_id, E.HOOK_RECEIVED,
+                                                              correlation_id=hook.hook_id, data=data))
     except (NotFoundError, RunExpiredError):
         raise HookNotFoundError(f"no live hook has token {token!r}") from None
+    if telemetry.ON:
+        telemetry.recorded([result])
     await enqueue_workflow(world, hook.run_id)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from . import telemetry
 from .calls import error_info, split_input
 from .durations import deadline
 from .entities import Event, EventType, utcnow
@@ -76,18 +77,25 @@ class StepExecutor:
         def event(event_type: EventType, data: dict[str, Any]) -> Event:
             return Event(run_id=run_id, event_type=event_type, correlation_id=step_id, data=data)
 
+        # OpenTelemetry: the attempt's span, current inside the step (ended when its outcome is recorded).
+        otel = telemetry.start_attempt(run_id, step_id, step.name, attempt, workflow.workflow_name) if telemetry.ON \
+            else None
         try:
             args, kwargs = split_input(step_input)
             if step.is_async:
                 token = set_current_step(ctx)
                 try:
-                    result = await step.fn(*args, **kwargs)
+                    if otel is None:
+                        result = await step.fn(*args, **kwargs)
+                    else:
+                        result = await telemetry.run_async(otel, step.fn, args, kwargs)
                 finally:
                     reset_current_step(token)
             else:
                 context = contextvars.copy_context()
                 context.run(set_current_step, ctx)
-                result = await loop.run_in_executor(self._pool, lambda: context.run(step.fn, *args, **kwargs))
+                fn = step.fn if otel is None else telemetry.in_attempt(otel, step.fn)
+                result = await loop.run_in_executor(self._pool, lambda: context.run(fn, *args, **kwargs))
             for writer in ctx.writers.values():
                 await writer.flush()
             output = serialize(result, where=f"the return value of step {step.name}")

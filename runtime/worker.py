@@ -14,6 +14,7 @@ import logging
 import random
 from typing import Any
 
+from . import telemetry
 from .entities import Event, EventType, StepStatus, utcnow
 from .errors import (
     EntityConflictError,
@@ -182,6 +183,8 @@ class Worker(RunDriver):
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
+            if telemetry.ON:
+                await telemetry.sample_queue_depth(self.world)
             for key, message in list(self._held.items()):
                 try:
                     self._held[key] = await self.world.queue.extend(message, lease=LEASE_SECONDS)
@@ -272,6 +275,8 @@ class Worker(RunDriver):
                 await enqueue_workflow(world, run_id)
                 return None
             assert started.step is not None
+            if telemetry.ON:
+                telemetry.dequeued(message, started)
             outcome = await self.executor.attempt(
                 step_fn, run_id=run_id, step_id=step_id, step_input=step.input, attempt=started.step.attempt,
                 started_at=started.step.started_at,
