@@ -17,6 +17,7 @@ import orjson
 
 from wf.runtime.entities import Event, EventType, HookStatus
 from wf.runtime.errors import WfError
+from wf.runtime.registry import REGISTRY
 from wf.runtime.serialization import deserialize
 from wf.runtime.state_machine import RunState, apply, fold, plan
 from wf.world_local.world import LocalWorld
@@ -44,6 +45,8 @@ class Audit:
     views_mismatched: int = 0
     queue_left: int = 0
     live_hooks_left: int = 0
+    events_after_end: int = 0  # events recorded after the run's terminal event
+    over_budget: int = 0  # steps started more often than their attempt budget allows
     problems: list[str] = field(default_factory=list)
 
     def problem(self, text: str) -> None:
@@ -83,9 +86,13 @@ def replay_through_state_machine(events: list[Event]) -> str | None:
     return None
 
 
+#: What a run must end as: (status, output), or a list of such alternatives (e.g. a cancel that raced the end).
+Expectation = tuple[str, Any] | list[tuple[str, Any]]
+
+
 async def audit(
     world: LocalWorld,
-    expectations: dict[str, tuple[str, Any]],
+    expectations: dict[str, Expectation],
     side_file: Path,
     kill_times: list[float] = (),  # type: ignore[assignment]
 ) -> Audit:
@@ -125,7 +132,7 @@ async def _all_run_ids(world: LocalWorld) -> set[str]:
 
 
 async def _audit_run(
-    world: LocalWorld, run_id: str, expect: tuple[str, Any] | None,
+    world: LocalWorld, run_id: str, expect: Expectation | None,
     nonces: set[tuple[str, str, int, str]], per_step: collections.Counter[tuple[str, str]],
     kills: list[float], report: Audit,
 ) -> None:
@@ -147,15 +154,23 @@ async def _audit_run(
     if dup:
         report.duplicate_completions += dup
         report.problem(f"run {run_id}: duplicate completions {dict(completions)} / {len(ends)} ends")
+    # Nothing after the end.
+    if ends and events[-1] is not ends[0]:
+        report.events_after_end += 1
+        after = len(events) - 1 - events.index(ends[0])
+        report.problem(f"run {run_id}: {after} event(s) after its {ends[0].event_type}")
     # The run's outcome.
     if expect is not None:
-        status, output = expect
-        if str(run.status) != status:
+        alternatives = expect if isinstance(expect, list) else [expect]
+        statuses = [status for status, _ in alternatives]
+        outputs = [output for status, output in alternatives if status == "completed"]
+        if str(run.status) not in statuses:
             report.lost += 1
-            report.problem(f"run {run_id} ({run.workflow_name}) is {run.status}, expected {status}: {run.error}")
-        elif status == "completed" and deserialize(run.output) != output:
+            report.problem(f"run {run_id} ({run.workflow_name}) is {run.status}, expected {' or '.join(statuses)}: "
+                           f"{run.error}")
+        elif str(run.status) == "completed" and deserialize(run.output) not in outputs:
             report.wrong_output += 1
-            report.problem(f"run {run_id}: output {deserialize(run.output)!r}, expected {output!r}")
+            report.problem(f"run {run_id}: output {deserialize(run.output)!r}, expected {outputs!r}")
     elif not run.status.terminal:
         report.lost += 1
         report.problem(f"run {run_id} ({run.workflow_name}) is still {run.status}")
@@ -176,6 +191,11 @@ async def _audit_run(
                 report.unexplained_results += 1
                 report.problem(f"run {run_id} step {step.step_id}: result {result!r} (attempt {key[2]}) never computed")
     for step in state.steps.values():
+        budget = _attempt_budget(step.step_name)
+        if budget is not None and attempts[step.step_id] > budget:
+            report.over_budget += 1
+            report.problem(f"run {run_id} step {step.step_id} ({step.step_name}): {attempts[step.step_id]} attempts "
+                           f"started, its budget is {budget}")
         if step.step_name.startswith("soak.") and step.step_name != "soak.flaky_add":
             report.reexecutions += max(per_step[(run_id, step.step_id)] - 1, 0)
             report.interrupted_attempts += max(attempts[step.step_id] - 1, 0)
@@ -196,6 +216,14 @@ async def _audit_run(
     if not await _views_match(world, run_id, state):
         report.views_mismatched += 1
         report.problem(f"run {run_id}: materialized views differ from the fold of its log")
+
+
+def _attempt_budget(step_name: str) -> int | None:
+    """How many attempts a step may start (None for a step this process does not know)."""
+    try:
+        return REGISTRY.step(step_name).max_attempts
+    except WfError:
+        return None
 
 
 async def _views_match(world: LocalWorld, run_id: str, state: RunState) -> bool:
