@@ -14,6 +14,7 @@ from typing import Any
 from ..runtime.entities import EventType, HookStatus, RunStatus, StepStatus, WaitStatus
 from ..runtime.errors import InvalidIdError, NotFoundError
 from ..runtime.ids import validate_id
+from ..runtime.run_search import RunFilter, count_by_status, find_runs
 from ..runtime.world import World
 from .common import fail
 from .run_story import all_pages, checked_run_id
@@ -34,6 +35,8 @@ class Listing:
     kind: str
     items: list[Any] = field(default_factory=list)
     next_cursor: str | None = None
+    #: Runs per status matching the filters (runs listings only).
+    counts: dict[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,8 @@ class Filters:
     workflow: str | None = None
     run: str | None = None
     event_type: str | None = None
+    #: Runs only: time range, text search, tags.
+    runs: RunFilter = field(default_factory=RunFilter)
 
 
 def check_filters(kind: str, filters: Filters) -> None:
@@ -74,14 +79,19 @@ async def list_kind(world: World, kind: str, filters: Filters, limit: int, curso
 
 
 async def _list_runs(world: World, filters: Filters, limit: int, cursor: str | None) -> Listing:
+    bad_cursor = f"invalid cursor {cursor!r} (pass the next cursor a previous listing printed)"
     if cursor is not None:
         try:
             validate_id(cursor, "cursor")
         except InvalidIdError:
-            fail(f"invalid cursor {cursor!r} (pass the next cursor a previous listing printed)")
-    page = await world.runs.list(status=RunStatus(filters.status) if filters.status else None,
-                                 workflow_name=filters.workflow, limit=limit, cursor=cursor, resolve_data=False)
-    return Listing("runs", list(page.data), page.next_cursor)
+            fail(bad_cursor)
+    try:
+        found = await find_runs(world, status=RunStatus(filters.status) if filters.status else None,
+                                workflow_name=filters.workflow, run_filter=filters.runs, limit=limit, cursor=cursor)
+    except InvalidIdError:
+        fail(bad_cursor)
+    counts = await count_by_status(world, workflow_name=filters.workflow, run_filter=filters.runs)
+    return Listing("runs", found.runs, found.next_cursor, counts)
 
 
 def _parse_cursor(cursor: str) -> tuple[str, int]:

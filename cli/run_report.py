@@ -39,6 +39,16 @@ EVENTS_SHOWN = 100
 _HIDDEN_ATTRIBUTES = {"seed"}
 
 
+def attribute_text(key: str, value: Any) -> str:
+    """A run attribute as shown: tags as `k=v, …`, the code's origin as its file (and module)."""
+    if key == "tags" and isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
+    if key == "code" and isinstance(value, dict):
+        file, module = value.get("file"), value.get("module")
+        return f"{file} (module {module})" if file else str(module)
+    return str(value)
+
+
 def render_story(console: Console, story: RunStory, *, full: bool = False) -> None:
     """Print every section of the run's story."""
     width = console.width
@@ -83,7 +93,7 @@ def header(story: RunStory, *, full: bool, limit: int) -> Panel:
     grid.add_row("duration", duration(total) + ("" if run.status.terminal else " so far"))
     for key, value in sorted(run.attributes.items()):
         if key not in _HIDDEN_ATTRIBUTES:
-            grid.add_row(key.replace("_", " "), clip(str(value), full=full, limit=limit))
+            grid.add_row(key.replace("_", " "), clip(attribute_text(key, value), full=full, limit=limit))
     parts: list[RenderableType] = [grid]
     if run.error:
         parts.extend(_traceback_lines(run.error))

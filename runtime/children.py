@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from .entities import Run
 from .errors import NotFoundError, RunExpiredError, WorkflowRunCancelledError, WorkflowRunFailedError
-from .registry import step
+from .loader import ORIGIN_ATTRIBUTE, origin_of
+from .registry import REGISTRY, step
 from .serialization import deserialize
 from .starting import idempotent_run_id, record_run, resume_hook_in
 from .step_context import current_step
@@ -34,22 +35,32 @@ async def start_child(workflow_name: str, args: list[Any], kwargs: dict[str, Any
 
     ctx = current_step()
     assert ctx is not None
-    run_id, _ = await record_run(
-        ctx.world, workflow_name, args, kwargs, idempotency_key=token,
-        attributes={"parent_run_id": parent_run_id, "parent_token": token},
-    )
+    attributes: dict[str, Any] = {"parent_run_id": parent_run_id, "parent_token": token}
+    loaded = REGISTRY.workflows.get(workflow_name)
+    origin = origin_of(loaded) if loaded is not None else None
+    if origin is not None:
+        attributes[ORIGIN_ATTRIBUTE] = origin  # so that `wf replay CHILD` finds its code from anywhere
+    run_id, _ = await record_run(ctx.world, workflow_name, args, kwargs, idempotency_key=token, attributes=attributes)
     return run_id
 
 
 async def run_child(instance: WorkflowInstance, workflow: WorkflowFunction, args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> Any:
-    """The parent side: start the child and wait durably for its outcome."""
+                    kwargs: dict[str, Any], location: str | None = None) -> Any:
+    """The parent side: start the child and wait durably for its outcome.
+
+    `location` is the workflow's line of the call, given to the hook and step made for it.
+    """
 
     position = instance._next_cid("child")
     # Derived from the run's secret seed: nobody who only knows the run id can fake a child's result.
     token = CHILD_TOKEN_PREFIX + instance.secret_token(position)
-    hook = create_hook(token=token, metadata={"child_workflow": workflow.name})
-    child_id = await start_child(workflow.name, list(args), dict(kwargs), instance.run_id, token)
+    instance.call_site = location
+    try:
+        hook = create_hook(token=token, metadata={"child_workflow": workflow.name})
+        starting = start_child(workflow.name, list(args), dict(kwargs), instance.run_id, token)
+    finally:
+        instance.call_site = None
+    child_id = await starting
     outcome = await hook
     status = outcome.get("status")
     if status == "completed":

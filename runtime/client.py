@@ -23,7 +23,7 @@ from .errors import (
 )
 from .ids import validate_id
 from .operations import cancel_run
-from .registry import WorkflowFunction
+from .registry import REGISTRY, WorkflowFunction
 from .serialization import deserialize
 from .starting import idempotent_run_id, record_run, resume_hook_in  # noqa: F401 - idempotent_run_id, resume_hook_in re-exported
 from .streams import DEFAULT_STREAM
@@ -108,8 +108,9 @@ class Run:
         """
         await cancel_run(await self._w(), self.id, children=children)
 
-    def cancel(self) -> None:
-        blocking(self.cancel_async())
+    def cancel(self, *, children: bool = True) -> None:
+        """Blocking twin of `cancel_async`."""
+        blocking(self.cancel_async(children=children))
 
     # --- events ---
 
@@ -180,23 +181,43 @@ async def start_run(
     *,
     idempotency_key: str | None = None,
     attributes: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> Run:
-    """Record a run and queue it for a worker (see `start_async`); its handle."""
+    """Record a run and queue it for a worker (see `start_async`); its handle.
+
+    A name the loaded code defines is started as that function (its arguments checked).
+    """
+    if isinstance(workflow, str):
+        workflow = REGISTRY.workflows.get(workflow, workflow)
+    if tags:
+        attributes = {**(attributes or {}), "tags": checked_tags(tags)}
     run_id, lazy = await record_run(world, workflow, args, kwargs, idempotency_key=idempotency_key,
                                     attributes=attributes)
     return Run(run_id, world, lazy=lazy)
 
 
+def checked_tags(tags: Any) -> dict[str, str]:
+    """Tags as stored with a run: a dict of non-empty string keys to string values; TypeError otherwise."""
+    if not isinstance(tags, dict) or not all(isinstance(k, str) and k and isinstance(v, str) for k, v in tags.items()):
+        raise TypeError(f"tags must be a dict of strings to strings, got {tags!r}")
+    return dict(tags)
+
+
 async def start_async(workflow: WorkflowFunction | str, *args: Any, idempotency_key: str | None = None,
-                      **kwargs: Any) -> Run:
-    """Record a new run of `workflow` and queue it; a worker executes it. Returns its handle."""
+                      tags: dict[str, str] | None = None, **kwargs: Any) -> Run:
+    """Record a new run of `workflow` and queue it; a worker executes it. Returns its handle.
+
+    TypeError (nothing recorded) if the arguments do not fit the workflow's signature.
+    `tags` are stored with the run (its attributes), shown and filterable by `wf inspect runs --tag`.
+    """
     world = await started_world()
-    return await start_run(world, workflow, args, kwargs, idempotency_key=idempotency_key)
+    return await start_run(world, workflow, args, kwargs, idempotency_key=idempotency_key, tags=tags)
 
 
-def start(workflow: WorkflowFunction | str, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> Run:
+def start(workflow: WorkflowFunction | str, *args: Any, idempotency_key: str | None = None,
+          tags: dict[str, str] | None = None, **kwargs: Any) -> Run:
     """Blocking twin of `start_async`."""
-    return blocking(start_async(workflow, *args, idempotency_key=idempotency_key, **kwargs))
+    return blocking(start_async(workflow, *args, idempotency_key=idempotency_key, tags=tags, **kwargs))
 
 
 async def get_run_async(run_id: str) -> Run:

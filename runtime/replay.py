@@ -117,6 +117,8 @@ class WorkflowInstance:
         self.loop = DeterministicLoop(clock=0.0, on_timer=self._on_timer)
         self.loop.owner = self  # type: ignore[attr-defined]
         self.fed_seq = -1
+        #: The workflow's line of a call made for it by the runtime (a child's start), when set.
+        self.call_site: str | None = None
         self.started_at: datetime | None = None
         self.ended: EventType | None = None  # terminal run event seen in the log
         self.outcome: Outcome | None = None
@@ -258,7 +260,7 @@ class WorkflowInstance:
         data = {"step_name": step.name,
                 "input": serialize_call_input(args, kwargs, where=f"the arguments of step {step.name}")}
         cid = self._next_cid("step")
-        command = Command("step", cid, step.name, data, _user_location())
+        command = Command("step", cid, step.name, data, self.call_site or _user_location())
         future = self.loop.create_future()
         self._pending[cid] = command
         self.steps[cid] = StepCall(command, future, step)
@@ -271,7 +273,7 @@ class WorkflowInstance:
 
     def call_child(self, workflow: WorkflowFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
-        return run_child(self, workflow, args, kwargs)
+        return run_child(self, workflow, args, kwargs, location=_user_location())
 
     def _on_timer(self, timer: DurableTimer) -> None:
         cid = self._next_cid("wait")
@@ -290,7 +292,7 @@ class WorkflowInstance:
         data = {"token": token, "metadata": serialize(metadata, where="the hook's metadata")}
         hook = Hook(cid, token, metadata, self.loop)
         self.hooks[cid] = hook
-        self._pending[cid] = Command("hook", cid, token, data, _user_location())
+        self._pending[cid] = Command("hook", cid, token, data, self.call_site or _user_location())
         return hook
 
     def secret_token(self, label: str) -> str:

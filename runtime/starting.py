@@ -8,6 +8,7 @@ these same functions.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import secrets
 from typing import Any
 
@@ -16,6 +17,7 @@ from .calls import serialize_call_input
 from .entities import Event, EventType
 from .errors import EntityConflictError, HookNotFoundError, InvalidIdError, NotFoundError, RunExpiredError, WorldError
 from .ids import new_run_id
+from .loader import ORIGIN_ATTRIBUTE, origin_of
 from .messages import enqueue_workflow
 from .registry import WorkflowFunction
 from .serialization import serialize
@@ -31,6 +33,19 @@ def workflow_name_of(workflow: WorkflowFunction | str) -> str:
     if isinstance(workflow, str) and workflow:
         return workflow
     raise TypeError(f"expected a @wf.workflow function or a workflow name, got {workflow!r}")
+
+
+def check_arguments(workflow: WorkflowFunction, args: list[Any] | tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """TypeError, naming the workflow, if the arguments do not fit its signature."""
+    try:
+        signature = inspect.signature(workflow.fn)
+    except (TypeError, ValueError):
+        return  # a signature Python cannot read: let the run say
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        shown = signature.replace(return_annotation=inspect.Signature.empty)
+        raise TypeError(f"wrong arguments for workflow {workflow.name}{shown}: {exc}") from None
 
 
 def idempotent_run_id(workflow_name: str, key: str) -> str:
@@ -50,14 +65,23 @@ async def record_run(
 ) -> tuple[str, bool]:
     """Record a run and queue it for a worker; return (run id, lazy).
 
+    Given the workflow function (not only its name), the arguments are checked against its
+    signature first (TypeError, nothing recorded) and the run records where its code is.
+
     `lazy` is True when storage refused the write but the queue took the start: the worker
     creates the run then (seed 001). The same idempotency key always gives the same run.
     """
     name = workflow_name_of(workflow)
+    extra: dict[str, Any] = {}
+    if isinstance(workflow, WorkflowFunction):
+        check_arguments(workflow, args, kwargs)
+        origin = origin_of(workflow)
+        if origin is not None:
+            extra[ORIGIN_ATTRIBUTE] = origin
     data: dict[str, Any] = {
         "workflow_name": name,
         "input": serialize_call_input(args, kwargs, where=f"the arguments of workflow {name}"),
-        "attributes": {"seed": secrets.token_hex(16), **(attributes or {})},
+        "attributes": {"seed": secrets.token_hex(16), **extra, **(attributes or {})},
     }
     if telemetry.ON:  # the span current at wf.start: the run's trace is linked to it (a child's nests in it)
         telemetry.carry(data["attributes"])

@@ -73,7 +73,9 @@ class RunsStorage(ABC):
         resolve_data: bool = True,
         newest_first: bool = True,
     ) -> Page[Run]:
-        """Runs matching the filters, a page at a time (by run id, i.e. creation time)."""
+        """Runs matching the filters, a page at a time, ordered by `created_at` then run id (newest first
+        unless `newest_first=False`). Run ids alone do not sort by time: a `wrun_k…` id is a hash.
+        `next_cursor` is the last run id of the page; a cursor naming no run raises InvalidIdError."""
 
 
 class StepsStorage(ABC):

@@ -6,8 +6,8 @@ commit (`views.py`), the run-status index and the token index. A corrupt entity 
 skipped (with a warning on the `wf.world_local` logger) by listings and raised as
 CorruptDataError by `get`.
 
-Cursors: runs page by run id (the last id of the page). Steps, hooks and waits of one
-run page by creation order, the cursor being the `created_seq` of the last item; listings
+Cursors: runs page by creation time, then run id (the cursor is the last id of the page).
+Steps, hooks and waits of one run page by creation order, the cursor being the `created_seq` of the last item; listings
 across runs use `<run_id>:<created_seq>`.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -90,6 +91,8 @@ class _Reader:
 class LocalRuns(RunsStorage):
     def __init__(self, store: RunStore) -> None:
         self._store = store
+        #: Creation time keys of runs whose id does not carry it (they never change).
+        self._created: dict[str, str] = {}
 
     async def get(self, run_id: str, *, resolve_data: bool = True) -> Run:
         """The run. NotFoundError if unknown; CorruptDataError if its file is unreadable."""
@@ -106,7 +109,12 @@ class LocalRuns(RunsStorage):
         resolve_data: bool = True,
         newest_first: bool = True,
     ) -> Page[Run]:
-        """Runs matching the filters, a page at a time, ordered by run id (creation time)."""
+        """Runs matching the filters, a page at a time, newest (or oldest) first by creation time, then run id.
+
+        The cursor is the last run id of the page. A ULID run id carries its creation time;
+        other ids (`wrun_k…`: idempotency keys, child runs) are placed by their run's
+        `created_at`, read once per process.
+        """
         _check_limit(limit)
         statuses: set[RunStatus] | None = None
         if status is not None:
@@ -114,11 +122,13 @@ class LocalRuns(RunsStorage):
             ids = self._store.index.run_ids(statuses)
         else:
             ids = {name for name in os.listdir(self._store.runs_dir) if not name.startswith(".")}
+        keyed = [(self._order_key(i), i) for i in ids]
         if cursor is not None:
             validate_id(cursor, "cursor")
-            ids = {i for i in ids if (i < cursor if newest_first else i > cursor)}
+            after = self._order_key(cursor, strict=True)
+            keyed = [item for item in keyed if (item[0] < after if newest_first else item[0] > after)]
         found: list[Run] = []
-        for run_id in sorted(ids, reverse=newest_first):
+        for _, run_id in sorted(keyed, reverse=newest_first):
             try:
                 run = self._store.run(run_id)
             except (NotFoundError, InvalidIdError):
@@ -136,6 +146,31 @@ class LocalRuns(RunsStorage):
         more = len(found) > limit
         page = found[:limit]
         return Page(page, page[-1].run_id if more else None)
+
+    def _order_key(self, run_id: str, *, strict: bool = False) -> tuple[str, str]:
+        """(creation time as 10 sortable characters, run id). `strict`: InvalidIdError for an unknown run."""
+        if _ULID_RUN.fullmatch(run_id):
+            return run_id[5:15], run_id
+        created = self._created.get(run_id)
+        if created is None:
+            try:
+                at = self._store.run(run_id).created_at
+            except (NotFoundError, InvalidIdError, CorruptDataError):
+                if strict:
+                    raise InvalidIdError(f"invalid cursor {run_id!r}: no such run") from None
+                return "", run_id  # unreadable: listed last (and skipped, with a warning, if it stays so)
+            created = _time_key(int(at.timestamp() * 1000)) if at is not None else ""
+            self._created[run_id] = created
+        return created, run_id
+
+
+_ULID_RUN = re.compile(r"wrun_[0-9A-HJKMNP-TV-Z]{26}(?:_[A-Za-z0-9_-]*)?")  # a suffix (priority) keeps the time
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def _time_key(ms: int) -> str:
+    """Milliseconds since the epoch as the 10 characters a ULID starts with (so both sort together)."""
+    return "".join(_CROCKFORD[(ms >> shift) & 31] for shift in range(45, -5, -5))
 
 
 @storage_boundary

@@ -327,6 +327,29 @@ async def test_runs_list_filters_by_workflow_name_across_pages(world: World) -> 
     assert [r.run_id for r in rest.data] == [a[0]]
 
 
+async def test_runs_list_orders_by_creation_time_not_by_id(world: World) -> None:
+    """Hashed ids (`wrun_k…`, idempotency keys and child runs) sort among the others by `created_at`."""
+    from wf.runtime.starting import idempotent_run_id
+
+    order = []
+    for i in range(4):
+        order.append(await new_run(world, run_id=idempotent_run_id(WORKFLOW, f"key-{i}") if i % 2 else None))
+        await asyncio.sleep(0.003)  # distinct milliseconds
+    newest = [r.run_id for r in (await world.runs.list()).data]
+    assert newest == order[::-1]
+    assert [r.run_id for r in (await world.runs.list(newest_first=False)).data] == order
+    paged, cursor = [], None
+    while True:
+        page = await world.runs.list(limit=1, cursor=cursor)
+        paged.extend(r.run_id for r in page.data)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert paged == order[::-1]
+    with pytest.raises(InvalidIdError):
+        await world.runs.list(cursor="wrun_knosuchrun")
+
+
 async def test_runs_list_rejects_a_non_positive_limit(world: World) -> None:
     with pytest.raises(ValueError):
         await world.runs.list(limit=0)

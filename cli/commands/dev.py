@@ -7,20 +7,18 @@ import contextlib
 import importlib
 import signal
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import typer
 from rich.live import Live
-from rich.table import Table
 
-from ...runtime.loader import LoadError, import_path, module_name_for, python_files
+from ...runtime.loader import LoadError, import_path, load_code, module_name_for, python_files
 from ...runtime.registry import REGISTRY
 from ...runtime.worker import Worker
 from ...runtime.world import World
-from ..common import DATA_DIR, WORLD, console, err_console, handle_errors, open_world, run_async
+from ..common import DATA_DIR, WORLD, CliError, console, err_console, handle_errors, open_world, run_async
+from ..live_view import Messages, logs_into, message_style, render_view
 from .ui import WEBHOOK_PREFIX, serving
 
 STATUS_STYLE = {"pending": "dim", "running": "cyan", "completed": "green", "failed": "red", "cancelled": "yellow"}
@@ -42,16 +40,18 @@ def dev(
     data_dir: Path = DATA_DIR,
     world_url: str = WORLD,
 ) -> None:
-    """The local loop: run workflows, accept webhooks, reload code on change."""
-    roots = paths or [Path(".")]
-    loaded = _load(roots)
+    """The local loop: run workflows, accept webhooks, reload code on change.
+
+    With no PATH: [tool.wf] paths in pyproject.toml, else the modules under the current folder
+    whose source defines workflows (never `__main__.py`, tests, virtualenvs or hidden folders).
+    """
+    found = load_code(paths)
+    for warning in found.warnings:
+        err_console.print(f"warning: {warning}", markup=False)
+    roots, loaded = found.roots, found.modules
     world = open_world(data_dir, world_url)
     show_live = console.is_terminal if live is None else live
     run_async(_dev(world, roots, loaded, host, port, concurrency, reload, show_live))
-
-
-def _load(roots: list[Path]) -> dict[Path, ModuleType]:
-    return {file: import_path(file) for file in python_files(roots)}
 
 
 class Reloader:
@@ -79,7 +79,7 @@ class Reloader:
                     self.loaded[path] = _reimport(module)
                     messages.append(f"reloaded {module.__name__}")
             except LoadError as exc:
-                messages.append(f"reload failed, keeping the old code: {exc}")
+                messages.append(f"reload failed: {exc}; keeping the old code")
         return messages
 
 
@@ -92,44 +92,17 @@ def _reimport(module: ModuleType) -> ModuleType:
         raise LoadError(f"{module.__name__}: {type(exc).__name__}: {exc}") from exc
 
 
-async def _watch(reloader: Reloader, stop: asyncio.Event) -> None:
+async def _watch(reloader: Reloader, stop: asyncio.Event, messages: Messages | None = None) -> None:
+    """Reload changed modules; say so on stderr, or in the live view's messages when it is up."""
     from watchfiles import awatch
 
     async for changes in awatch(*reloader.roots, stop_event=stop, debounce=100, step=20, recursive=True):
         changed = {Path(p).resolve() for _, p in changes}
         for message in reloader.apply(changed):
-            err_console.print(f"[wf dev] {message}", markup=False)
-
-
-async def _render(world: World) -> Table:
-    table = Table(title="wf dev — recent runs", expand=False)
-    for col in ("run", "workflow", "status", "steps", "waiting on", "age"):
-        table.add_column(col)
-    page = await world.runs.list(limit=12, resolve_data=False)
-    now = time.time()
-    for run in page.data:
-        steps = (await world.steps.list(run.run_id, resolve_data=False)).data
-        done = sum(1 for s in steps if s.status in ("completed", "failed"))
-        age = now - run.created_at.timestamp() if run.created_at else 0.0
-        table.add_row(run.run_id, run.workflow_name, f"[{STATUS_STYLE.get(run.status, '')}]{run.status}[/]",
-                      f"{done}/{len(steps)}", await _waiting_on(world, run, steps), f"{age:,.0f}s")
-    return table
-
-
-async def _waiting_on(world: World, run: Any, steps: list[Any]) -> str:
-    """What an active run waits for: running steps, a timer, or a hook's token."""
-    if run.status.terminal:
-        return ""
-    running = [s.step_name.rsplit(".", 1)[-1] for s in steps if s.status == "running"]
-    if running:
-        return "step " + ", ".join(running[:2])
-    waits = [w for w in (await world.waits.list(run_id=run.run_id)).data if w.status == "waiting"]
-    if waits:
-        return f"sleep until {min(w.resume_at for w in waits):%H:%M:%S}"
-    hooks = [h for h in (await world.hooks.list(run_id=run.run_id)).data if h.status == "active"]
-    if hooks:
-        return "hook " + hooks[0].token[:24]
-    return ""
+            if messages is not None:
+                messages.add(message, message_style(message))
+            else:
+                err_console.print(f"[wf dev] {message}", markup=False)
 
 
 async def _dev(world: World, roots: list[Path], loaded: dict[Path, ModuleType], host: str, port: int,
@@ -138,11 +111,19 @@ async def _dev(world: World, roots: list[Path], loaded: dict[Path, ModuleType], 
 
     await started_world(world)
     worker = Worker(world, concurrency=concurrency)
+    served = False
     try:
         await _serve_and_work(world, roots, loaded, host, port, worker, reload, show_live)
+        served = True
+    except CliError:  # it could not start (the port is taken): the one line says why
+        raise
+    except BaseException:
+        served = True  # interrupted or failed while serving: it did stop
+        raise
     finally:
         await world.close()
-        err_console.print("wf dev: stopped", markup=False)
+        if served:
+            err_console.print("wf dev: stopped", markup=False)
 
 
 async def _serve_and_work(world: World, roots: list[Path], loaded: dict[Path, ModuleType], host: str, port: int,
@@ -152,33 +133,36 @@ async def _serve_and_work(world: World, roots: list[Path], loaded: dict[Path, Mo
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        worker_id = await world.announce_worker({"kind": "dev", "port": server.port})
+        worker_id = await world.announce_worker({"kind": "dev", "port": server.port,
+                                                 "workflows": sorted(REGISTRY.workflows)})
         worker_task = asyncio.create_task(worker.run())
-        watcher = asyncio.create_task(_watch(Reloader(roots, loaded), stop)) if reload else None
+        messages = Messages() if show_live else None
+        watcher = asyncio.create_task(_watch(Reloader(roots, loaded), stop, messages)) if reload else None
         err_console.print(
             f"wf dev ready: {len(REGISTRY.workflows)} workflow(s); web UI at {url} "
             f"(webhooks at {WEBHOOK_PREFIX}<token>), runs in {_where(world)}",
             markup=False,
         )
         sys.stderr.flush()
-        await _run_until_stopped(world, stop, show_live, worker, worker_task, watcher, worker_id)
+        await _run_until_stopped(world, stop, messages, worker, worker_task, watcher, worker_id)
 
 
 def _where(world: World) -> str:
     return str(getattr(world, "data_dir", None) or type(world).__name__)
 
 
-async def _run_until_stopped(world: World, stop: asyncio.Event, show_live: bool, worker: Worker,
+async def _run_until_stopped(world: World, stop: asyncio.Event, messages: Messages | None, worker: Worker,
                              worker_task: asyncio.Task[None], watcher: asyncio.Task[None] | None,
                              worker_id: str) -> None:
     try:
-        if show_live:
-            with Live(await _render(world), console=console, refresh_per_second=2) as view:
+        if messages is not None:
+            with logs_into(messages), Live(await render_view(world, messages, console.width), console=console,
+                                           refresh_per_second=2) as view:
                 while not stop.is_set():
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(0.5):
                             await stop.wait()
-                    view.update(await _render(world))
+                    view.update(await render_view(world, messages, console.width))
         else:
             await stop.wait()
     finally:

@@ -72,22 +72,25 @@ async def _get_run(world: World, run_id: str) -> Any:
 def cancel(
     run_id: str = typer.Argument(..., help="The run to cancel."),
     reason: str = typer.Option(None, "--reason", help="Recorded with the cancellation."),
+    children: bool = typer.Option(True, "--children/--no-children",
+                                  help="Also cancel the child runs it still awaits (default), or leave them running."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     data_dir: Path = DATA_DIR,
     world_url: str = WORLD,
 ) -> None:
     """Cancel a run: it ends as cancelled; steps in flight may finish, its sleeps and hooks are dropped.
 
-    Exit 1 if the run had already completed or failed.
+    The child runs it still awaits are cancelled too, at any depth (--no-children detaches them:
+    they run on, and their end reaches no one). Exit 1 if the run had already completed or failed.
     """
     world = open_world(data_dir, world_url, create=False)
-    code = run_async(_cancel(world, run_id, reason, as_json))
+    code = run_async(_cancel(world, run_id, reason, children, as_json))
     raise typer.Exit(code)
 
 
-async def _cancel(world: World, run_id: str, reason: str | None, as_json: bool) -> int:
+async def _cancel(world: World, run_id: str, reason: str | None, children: bool, as_json: bool) -> int:
     try:
-        result = await cancel_run(world, run_id, reason=reason)
+        result = await cancel_run(world, run_id, reason=reason, children=children)
     finally:
         await world.close()
     if result.cancelled:
@@ -133,7 +136,8 @@ async def _hook_resume(world: World, token: str, value: Any, as_json: bool) -> N
             hook = await world.hooks.get_by_token(token)
             await resume_hook_in(world, token, value)
         except (NotFoundError, HookNotFoundError):
-            fail(f"no live hook has token {token!r} (its run may have ended, or the token is misspelt)")
+            fail(f"no live hook has token {token!r}: it may not exist yet (its run has not reached it: "
+                 "try again in a moment), its run may have ended, or the token is misspelt")
     finally:
         await world.close()
     if as_json:
@@ -163,6 +167,8 @@ def stream(
 
 
 async def _stream(world: World, run_id: str, name: str, start: int, as_json: bool) -> None:
+    from ...runtime.serving import no_live_worker, no_worker_hint
+
     try:
         run = await _get_run(world, run_id)
         if run.status.terminal:
@@ -170,6 +176,9 @@ async def _stream(world: World, run_id: str, name: str, start: int, as_json: boo
             if name not in names:
                 others = f"; its streams: {', '.join(names)}" if names else "; it wrote no stream"
                 fail(f"run {run_id} has no stream {name!r}{others}")
+        elif await no_live_worker(world):
+            err_console.print(f"note: run {run_id} is {run.status} and {no_worker_hint(run)}; waiting for its "
+                              "stream (Ctrl-C to stop)", markup=False)
         out = _ChunkPrinter(as_json, start)
         index = start
         while True:
@@ -403,8 +412,12 @@ def doctor(
 ) -> None:
     """Check that every active run will be driven, views agree with logs, no lease is held by a dead process.
 
-    Exit 1 if a problem remains (with --fix: after repairing). `wf doctor --help` tells the checks;
-    the invariant is documented in wf/runtime/doctor.py.
+    Checks: "queue" (an active run that no message, step or live hook will drive again),
+    "views" (a run, step, hook or wait that differs from its event log), "log" (an event log
+    that cannot be read: restore it), "lease" (a message held by a dead worker). Notes, which
+    do not fail the check, name active runs that no live worker will run. Exit 1 if a problem
+    remains (with --fix: after repairing). The invariant is explained in the docstring of
+    the module wf.runtime.doctor (runtime/doctor.py in the repository).
     """
     for run_id in run or []:
         checked_run_id(run_id)
@@ -413,29 +426,48 @@ def doctor(
 
 
 async def _doctor(world: World, fix: bool, run_ids: list[str] | None, as_json: bool) -> int:
+    from ...runtime.serving import worker_notes
+
     try:
         findings = await diagnose(world, run_ids)
         remaining = findings
         if fix and findings:
             await repair(world, findings)
             remaining = await diagnose(world, run_ids)
+        notes = await worker_notes(world) if run_ids is None else []
     finally:
         await world.close()
     if as_json:
-        print_json({"findings": [f.to_dict() for f in findings], "remaining": [f.to_dict() for f in remaining]})
+        print_json({"findings": [f.to_dict() for f in findings], "remaining": [f.to_dict() for f in remaining],
+                    "notes": notes})
         return EXIT_CHECK_FAILED if remaining else 0
     if not findings:
         console.print("no problems found", style="green")
-        return 0
-    console.print(_findings_table(findings, fix))
-    if fix:
-        if remaining:
-            console.print(f"{len(remaining)} problem(s) remain after repair", style="red")
-        else:
-            console.print("all problems repaired", style="green")
     else:
-        console.print(f"{len(findings)} problem(s); `wf doctor --fix` repairs them", style="red")
+        console.print(_findings_table(findings, fix))
+        if fix:
+            if remaining:
+                console.print(f"{len(remaining)} problem(s) remain after repair", style="red")
+            else:
+                console.print("all problems repaired", style="green")
+        else:
+            fixable = sum(1 for f in findings if _fixable(f))
+            if fixable == len(findings):
+                console.print(f"{len(findings)} problem(s); `wf doctor --fix` repairs them", style="red")
+            elif fixable:
+                console.print(f"{len(findings)} problem(s); `wf doctor --fix` repairs {fixable} of them "
+                              "(the others say what to do)", style="red")
+            else:
+                console.print(f"{len(findings)} problem(s) that `wf doctor --fix` cannot repair "
+                              "(each says what to do)", style="red")
+    for note in notes:
+        console.print(f"note: {note}", markup=False, style="yellow")
     return EXIT_CHECK_FAILED if remaining else 0
+
+
+def _fixable(finding: Finding) -> bool:
+    """Whether `--fix` can act on the finding (a corrupt log, for one, it cannot)."""
+    return finding.check in ("views", "queue", "lease") and not finding.fix.startswith("none")
 
 
 def _findings_table(findings: list[Finding], fix: bool) -> Table:

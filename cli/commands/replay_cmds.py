@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bdb
 import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,8 @@ from ...runtime.config import started_world
 from ...runtime.debugger import ReplayReport, frame_locals, replay_run, user_frames
 from ...runtime.entities import Event, EventType, Run
 from ...runtime.errors import SerializationError, WorkflowNotFoundError
-from ...runtime.loader import import_paths
-from ...runtime.operations import fork_run, get_run, workflow_for
+from ...runtime.loader import load_code, load_origin
+from ...runtime.operations import check_replay, fork_run, get_run, workflow_for
 from ...runtime.registry import REGISTRY, WorkflowFunction
 from ...runtime.replay import WorkflowInstance
 from ...runtime.serialization import deserialize
@@ -25,12 +27,14 @@ from ..common import (
     EXIT_CHECK_FAILED,
     WORLD,
     console,
+    err_console,
     fail,
     handle_errors,
     open_world,
     print_json,
     run_async,
 )
+from .run_cmds import warn_skipped
 
 E = EventType
 
@@ -51,6 +55,16 @@ async def _load_run(world: World, run_id: str) -> tuple[Run, list[Event]]:
     await started_world(world)
     run = await get_run(world, run_id)
     return run, await world.events.list(run_id)
+
+
+def _load_code_of(run: Run | None, paths: list[Path] | None) -> None:
+    """Import the code to replay against: the paths named, else the code the run recorded, else the default."""
+    if paths:
+        warn_skipped(load_code(paths).warnings)
+        return
+    if run is not None and load_origin(run.workflow_name, run.attributes) is not None:
+        return
+    warn_skipped(load_code().warnings)
 
 
 def _workflow_for(run: Run) -> WorkflowFunction:
@@ -85,7 +99,8 @@ def _trace_line(event: Event, instance: WorkflowInstance) -> None:
 @handle_errors
 def replay(
     run_id: str = typer.Argument(None, help="The run to replay (omit with --workflow)."),
-    path: list[Path] = typer.Option(None, "--path", "-p", help="Code to load (default: the current folder)."),
+    path: list[Path] = typer.Option(None, "--path", "-p", help="Code to load (default: the file the run was "
+                                    "started from, else the workflow modules of the current folder)."),
     workflow: str = typer.Option(None, "--workflow", help="Replay every recorded run of this workflow."),
     trace: bool = typer.Option(False, "--trace", help="Print each event the code consumes, with the workflow clock."),
     until: int = typer.Option(None, "--until", help="Stop after event N and show the workflow's local variables."),
@@ -97,17 +112,24 @@ def replay(
     """Re-run the current workflow code against a run's event log: no step runs, nothing is written."""
     if (run_id is None) == (workflow is None):
         fail("give a RUN_ID, or --workflow NAME to replay all its runs")
-    import_paths(path or [Path(".")])
+    if pdb and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        fail("--pdb needs a terminal: run it from an interactive shell (or use --until N to print the locals)")
     world = open_world(data_dir, world_url, create=False)
     if workflow is not None:
-        raise typer.Exit(run_async(_replay_all(world, workflow, as_json)))
-    raise typer.Exit(run_async(_replay_one(world, run_id, trace, until, pdb, as_json)))
+        raise typer.Exit(run_async(_replay_all(world, workflow, path, as_json)))
+    raise typer.Exit(run_async(_replay_one(world, run_id, path, trace, until, pdb, as_json)))
 
 
-async def _replay_one(world: World, run_id: str, trace: bool, until: int | None, pdb: bool, as_json: bool) -> int:
-    run, events = await _load_run(world, run_id)
+async def _replay_one(world: World, run_id: str, paths: list[Path] | None, trace: bool, until: int | None,
+                      pdb: bool, as_json: bool) -> int:
+    try:
+        run, events = await _load_run(world, run_id)
+    except BaseException:
+        await world.close()
+        raise
     if until is not None and not 0 <= until < len(events):
         fail(f"--until must be between 0 and {len(events) - 1} for this run")
+    _load_code_of(run, paths)
     fn = _workflow_for(run)
     if trace and not as_json:
         console.print(f"replaying {run_id} ({run.workflow_name}, {len(events)} events)", markup=False)
@@ -167,15 +189,25 @@ def _open_pdb(report: ReplayReport) -> None:
     name, frame = frames[0]
     console.print(f"entering pdb in {name} ({frame.f_code.co_filename}:{frame.f_lineno}); `c` to leave",
                   markup=False)
-    _pdb.Pdb().interaction(frame, None)
+    debugger = _pdb.Pdb()
+    debugger.reset()  # what set_trace does first: `c`, `n` and `q` need its bookkeeping (botframe)
+    try:
+        debugger.interaction(frame, None)
+    except bdb.BdbQuit:
+        pass  # `q`: leave the debugger
+    finally:
+        sys.settrace(None)
 
 
-async def _replay_all(world: World, name: str, as_json: bool) -> int:
+async def _replay_all(world: World, name: str, paths: list[Path] | None, as_json: bool) -> int:
     from ...runtime.config import started_world
 
     await started_world(world)
+    first = (await world.runs.list(workflow_name=name, limit=1)).data
+    _load_code_of(first[0] if first else None, paths)
     fn = REGISTRY.workflows.get(name)
     if fn is None:
+        await world.close()
         fail(f"workflow {name} is not defined in the loaded code (pass --path)")
     results: list[tuple[str, ReplayReport]] = []
     cursor = None
@@ -207,25 +239,39 @@ async def _replay_all(world: World, name: str, as_json: bool) -> int:
 def fork(
     run_id: str = typer.Argument(..., help="The run to fork."),
     at: int = typer.Option(None, "--at", help="Keep events 0..N-1 (default: up to the first failure)."),
+    path: list[Path] = typer.Option(None, "--path", "-p", help="Code to check the fork against (default: the file "
+                                    "the run was started from, else the workflow modules of the current folder)."),
     as_json: bool = typer.Option(False, "--json"),
     data_dir: Path = DATA_DIR,
     world_url: str = WORLD,
 ) -> None:
-    """Start a new run that reuses the first N events of RUN_ID and continues on the current code."""
+    """Start a new run that reuses the first N events of RUN_ID and continues on the current code.
+
+    The run's code is loaded to check that it still fits the events kept (a warning if not).
+    """
     world = open_world(data_dir, world_url, create=False)
-    new_id, kept = run_async(_fork(world, run_id, at))
+    new_id, kept, problem = run_async(_fork(world, run_id, at, path))
+    if problem:
+        err_console.print(f"warning: the fork will diverge on the current code: {problem}", markup=False)
     if as_json:
-        print_json({"run_id": new_id, "forked_from": run_id, "events_kept": kept})
+        print_json({"run_id": new_id, "forked_from": run_id, "events_kept": kept, "divergence": problem})
     else:
         console.print(new_id, markup=False)
 
 
-async def _fork(world: World, run_id: str, at: int | None) -> tuple[str, int]:
+async def _fork(world: World, run_id: str, at: int | None, paths: list[Path] | None) -> tuple[str, int, str | None]:
     await started_world(world)
     try:
-        result = await fork_run(world, run_id, at=at)
-    except ValueError as exc:
-        fail(str(exc).replace("the fork point", "--at"))
+        try:
+            result = await fork_run(world, run_id, at=at)
+        except ValueError as exc:
+            fail(str(exc).replace("the fork point", "--at"))
+        fork = await get_run(world, result.run_id, resolve_data=False)
+        _load_code_of(fork, paths)
+        problem = None
+        if fork.workflow_name in REGISTRY.workflows:
+            report = await check_replay(world, result.run_id)
+            problem = None if report.clean else report.summary()
     finally:
         await world.close()
-    return result.run_id, result.events_kept
+    return result.run_id, result.events_kept, problem

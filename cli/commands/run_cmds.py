@@ -14,8 +14,8 @@ from rich.live import Live
 from rich.text import Text
 
 from ...runtime.entities import EventType, RunStatus
-from ...runtime.errors import WorkflowNotFoundError, WorkflowRunCancelledError, WorkflowRunFailedError
-from ...runtime.loader import import_paths, resolve_workflow
+from ...runtime.errors import WorkflowRunCancelledError, WorkflowRunFailedError
+from ...runtime.loader import load_code
 from ...runtime.registry import REGISTRY
 from ...runtime.serialization import deserialize
 from ...runtime.worker import Worker
@@ -45,95 +45,144 @@ def register(app: typer.Typer) -> None:
 # --- wf start ---
 
 
-async def _known_workflow_names(world: World) -> list[str]:
-    names = set(REGISTRY.workflows)
-    cursor = None
-    for _ in range(20):  # recent history is enough for suggestions
-        page = await world.runs.list(limit=500, cursor=cursor, resolve_data=False)
-        names.update(r.workflow_name for r in page.data)
-        if page.next_cursor is None:
-            break
-        cursor = page.next_cursor
-    return sorted(names)
-
-
-async def _resolve_name(world: World, ref: str) -> str:
-    if ":" in ref:
-        return resolve_workflow(ref).name
-    if ref in REGISTRY.workflows:
-        return ref
-    known = await _known_workflow_names(world)
-    if ref in known:
-        return ref
-    import difflib
-
-    close = difflib.get_close_matches(ref, known, n=3, cutoff=0.4)
-    close += [k for k in known if k.rsplit(".", 1)[-1] == ref and k not in close]
-    hint = f"; did you mean {', '.join(close)}?" if close else (
-        "; name it as path/to/file.py:function or package.module:function" if not known else
-        f"; known workflows: {', '.join(known[:8])}")
-    raise WorkflowNotFoundError(f"unknown workflow {ref!r}{hint}")
-
-
 @handle_errors
 def start(
-    workflow: str = typer.Argument(..., help="A workflow name, path/to/file.py:function or package.module:function."),
+    workflow: str = typer.Argument(..., help="A workflow name (full, or its last part when unambiguous), "
+                                   "path/to/file.py:function or package.module:function."),
     args: list[str] = typer.Argument(None, help="Positional arguments, each a JSON value."),
     kwargs: str = typer.Option(None, "--kwargs", help="Keyword arguments as a JSON object."),
     wait: bool = typer.Option(False, "--wait", "-w", help="Show progress and print the result."),
     idempotency_key: str = typer.Option(None, "--idempotency-key", help="Same key, same run."),
+    tag: list[str] = typer.Option(None, "--tag", help="KEY=VALUE stored with the run (repeatable); "
+                                  "`wf inspect runs --tag KEY=VALUE` finds it."),
     timeout: float = typer.Option(None, "--timeout", help="With --wait: give up after this many seconds."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     data_dir: Path = DATA_DIR,
     world_url: str = WORLD,
 ) -> None:
-    """Start a run of WORKFLOW and print its id (with --wait, its result)."""
+    """Start a run of WORKFLOW and print its id (with --wait, its result).
+
+    A name is looked up in the code `wf worker` would load here ([tool.wf] paths in
+    pyproject.toml, else the workflow modules under the current folder). The arguments are
+    checked against the workflow's signature before anything is recorded.
+    """
     positional = [parse_json_arg(a, f"argument {i + 1}") for i, a in enumerate(args or [])]
     keywords: dict[str, Any] = {}
     if kwargs is not None:
         keywords = parse_json_arg(kwargs, "--kwargs")
         if not isinstance(keywords, dict):
             fail("--kwargs must be a JSON object")
+    tags = parse_tags(tag or [])
     world = open_world(data_dir, world_url)
-    code = run_async(_start_and_close(world, workflow, positional, keywords, wait, idempotency_key, timeout, as_json))
+    started = _Started()
+    try:
+        code = run_async(_start_and_close(world, started, workflow, positional, keywords, wait, idempotency_key,
+                                          timeout, as_json, tags))
+    except KeyboardInterrupt:
+        if started.run_id is None:
+            raise
+        err_console.print(f"interrupted: run {started.run_id} goes on ({started.carried_by}); follow it with "
+                          f"`wf inspect {started.run_id}`", markup=False)
+        raise typer.Exit(130) from None
     raise typer.Exit(code)
 
 
-async def _start_and_close(world: World, *args: Any) -> int:
+def warn_skipped(warnings: list[str]) -> None:
+    """One `warning:` line on stderr per module that failed to import."""
+    for warning in warnings:
+        err_console.print(f"warning: {warning}", markup=False)
+
+
+def parse_tags(pairs: list[str]) -> dict[str, str]:
+    """`--tag KEY=VALUE` options as a dict; exit 2 for one without `=` or with an empty key."""
+    tags: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--tag takes KEY=VALUE, not {pair!r}")
+        tags[key.strip()] = value
+    return tags
+
+
+class _Started:
+    """What `wf start` has done so far, for the message after Ctrl-C."""
+
+    run_id: str | None = None
+    carried_by: str = "a running worker carries it on"
+
+
+async def _start_and_close(world: World, started: _Started, *args: Any) -> int:
     try:
-        return await _start(world, *args)
+        return await _start(world, started, *args)
     finally:
         await world.close()  # writes the views still pending, removes this process's inbox
 
 
-async def _start(world: World, ref: str, args: list[Any], kwargs: dict[str, Any], wait: bool,
-                 idempotency_key: str | None, timeout: float | None, as_json: bool) -> int:
+def no_worker_hint(origin: str | None) -> str:
+    """The sentence that says nothing will drive a run yet."""
+    where = origin or "PATH"
+    return f"no worker is running: start `wf worker {where}` or `wf dev {where}` to run it"
+
+
+async def _start(world: World, started: _Started, ref: str, args: list[Any], kwargs: dict[str, Any], wait: bool,
+                 idempotency_key: str | None, timeout: float | None, as_json: bool, tags: dict[str, str]) -> int:
     from ...runtime.client import start_run
     from ...runtime.config import started_world
+    from ...runtime.resolving import resolve_target
 
     await started_world(world)
-    name = await _resolve_name(world, ref)
-    run = await start_run(world, name, args, kwargs, idempotency_key=idempotency_key)
+    target = await resolve_target(world, ref)
+    warn_skipped(target.warnings)
+    try:
+        run = await start_run(world, target.function or target.name, args, kwargs, idempotency_key=idempotency_key,
+                              tags=tags or None)
+    except TypeError as exc:
+        fail(str(exc))
+    started.run_id = run.id
+    name = target.name
+    origin = _origin_path(target.function)
+    presence = "workers" in world.capabilities
+    workers = await world.live_workers() if presence else []
     if not wait:
         if as_json:
             print_json({"run_id": run.id, "workflow": name, "status": await run.status_async()})
         else:
             console.print(run.id, markup=False)
+        if presence and not workers:
+            err_console.print(f"note: {no_worker_hint(origin)}", markup=False)
         return 0
-    local: Worker | None = None
+    local: Any = None
     task = None
-    if not await world.live_workers():
-        if name not in REGISTRY.workflows:
-            fail(f"no worker is running and {name} is not loaded here: start `wf worker`, "
-                 "or name the workflow as path/to/file.py:function")
-        local = Worker(world)
+    if not workers:
+        if target.function is None:
+            fail(f"{no_worker_hint(origin)} ({name} is not loaded here: name the workflow as "
+                 "path/to/file.py:function to run it in this process)")
+        from ...runtime.own_run import own_run_worker
+
+        local = own_run_worker(world, run.id)
         task = asyncio.create_task(local.run())
+        started.carried_by = f"when a worker runs: {no_worker_hint(origin)}"
     try:
         return await _wait_and_report(world, run.id, name, timeout, as_json)
     finally:
         if local is not None and task is not None:
             local.stop()
             await task
+
+
+def _origin_path(function: Any) -> str | None:
+    """The workflow's file, relative to the current folder when under it."""
+    if function is None:
+        return None
+    from ...runtime.loader import origin_of
+
+    origin = origin_of(function) or {}
+    file = origin.get("file")
+    if not file:
+        return None
+    with contextlib.suppress(ValueError):
+        return str(Path(file).relative_to(Path.cwd()))
+    return file
 
 
 async def _progress(world: World, run_id: str, started: float) -> Text:
@@ -211,16 +260,22 @@ def _is_json(value: Any) -> bool:
 
 @handle_errors
 def worker(
-    paths: list[Path] = typer.Argument(None, help="Workflow files, packages or folders (default: the current folder)."),
+    paths: list[Path] = typer.Argument(None, help="Workflow files, packages or folders (default: [tool.wf] paths "
+                                       "in pyproject.toml, else the workflow modules under the current folder)."),
     concurrency: int = typer.Option(100, "--concurrency", "-c", min=1, help="Steps (and messages) handled at once."),
     data_dir: Path = DATA_DIR,
     world_url: str = WORLD,
 ) -> None:
-    """Run a worker: execute workflows and steps until SIGTERM/SIGINT, then drain and exit."""
-    modules = import_paths(paths or [Path(".")])
+    """Run a worker: execute workflows and steps until SIGTERM/SIGINT, then drain and exit.
+
+    In a folder, only modules whose source defines workflows are imported (never `__main__.py`,
+    tests, virtualenvs or hidden folders); one that fails to import is a warning.
+    """
+    loaded = load_code(paths)
+    warn_skipped(loaded.warnings)
     world = open_world(data_dir, world_url)
     if not REGISTRY.workflows:
-        err_console.print(f"warning: no workflows found in {len(modules)} module(s)", markup=False)
+        err_console.print(f"warning: no workflows found in {len(loaded.modules)} module(s)", markup=False)
     run_async(_serve(world, concurrency))
 
 

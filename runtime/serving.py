@@ -1,0 +1,77 @@
+"""Who will run the active runs: notes for `wf doctor`, `wf start` and `wf stream` when nothing will.
+
+A World that tracks worker presence ("workers" capability) says which workers are alive; a
+worker that lists the workflows it loaded (`workflows` in its announcement) says which it
+serves. These are notes, not damage: nothing is wrong with the runs, they wait for a worker.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .entities import Run
+from .loader import ORIGIN_ATTRIBUTE
+from .operations import active_runs
+from .world import World
+
+
+def code_path(run: Run | None) -> str:
+    """Where a run's code is, as a worker command takes it (relative to the current folder when under it)."""
+    origin = run.attributes.get(ORIGIN_ATTRIBUTE) if run is not None else None
+    file = origin.get("file") if isinstance(origin, dict) else None
+    if not isinstance(file, str):
+        return "PATH"
+    try:
+        return str(Path(file).relative_to(Path.cwd()))
+    except ValueError:
+        return file
+
+
+def no_worker_hint(run: Run | None = None) -> str:
+    """`no worker is running: start ...`, naming the run's code when it is known."""
+    where = code_path(run)
+    return f"no worker is running: start `wf worker {where}` or `wf dev {where}`"
+
+
+async def no_live_worker(world: World) -> bool:
+    """True when the World tracks workers and none is alive (False when it cannot tell)."""
+    return "workers" in world.capabilities and not await world.live_workers()
+
+
+def served_workflows(workers: list[dict[str, Any]]) -> set[str] | None:
+    """The workflows the live workers serve; None if one of them does not say (it may serve any)."""
+    served: set[str] = set()
+    for worker in workers:
+        names = worker.get("workflows")
+        if not isinstance(names, list):
+            return None
+        served.update(str(n) for n in names)
+    return served
+
+
+async def worker_notes(world: World) -> list[str]:
+    """One line per workflow whose active runs no live worker will run."""
+    if "workers" not in world.capabilities:
+        return []
+    active = await active_runs(world)
+    if not active:
+        return []
+    by_workflow: dict[str, list[Run]] = defaultdict(list)
+    for run in active:
+        by_workflow[run.workflow_name].append(run)
+    workers = await world.live_workers()
+    notes = []
+    if not workers:
+        for name, runs in sorted(by_workflow.items()):
+            notes.append(f"{len(runs)} active run(s) of {name} wait, and {no_worker_hint(runs[0])}")
+        return notes
+    served = served_workflows(workers)
+    if served is None:
+        return []
+    for name, runs in sorted(by_workflow.items()):
+        if name not in served:
+            notes.append(f"no live worker serves workflow {name} ({len(runs)} active run(s), e.g. {runs[0].run_id}): "
+                         f"start a worker that loads {code_path(runs[0])}")
+    return notes
