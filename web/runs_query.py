@@ -1,27 +1,26 @@
 """The runs page's data: a page of runs for filters and a search, counts per status, change detection.
 
 Every request reads at most one World page for plain listings; filters the World cannot
-apply (time range, text search) scan pages within a budget and hand back a cursor to go on.
+apply (time range, text search: `wf.runtime.run_search.RunFilter`) scan pages within a
+budget and hand back a cursor to go on. A cursor is the id of the last run shown, which the
+World's listing takes as its own cursor.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from ..runtime.entities import Run, RunStatus
 from ..runtime.errors import InvalidIdError, NotFoundError
 from ..runtime.ids import validate_id
+from ..runtime.run_search import RunFilter
 from ..runtime.world import World
 from .limits import HttpError
-from .values import payload_json
 
 PAGE_SIZE = 50
 MAX_PAGE = 200
@@ -54,8 +53,18 @@ class RunsQuery:
         if not 1 <= limit <= MAX_PAGE:
             raise HttpError(400, f"limit must be between 1 and {MAX_PAGE}")
         q = (params.get("q") or "").strip() or None
+        cursor = params.get("cursor") or None
+        if cursor is not None:
+            try:
+                validate_id(cursor, "cursor")
+            except InvalidIdError:
+                raise HttpError(400, "invalid cursor") from None
         return cls(status, params.get("workflow") or None, _time(params, "since"), _time(params, "until"),
-                   q, params.get("cursor") or None, limit)
+                   q, cursor, limit)
+
+    @property
+    def run_filter(self) -> RunFilter:
+        return RunFilter(since=self.since, until=self.until, search=self.q)
 
     @property
     def plain(self) -> bool:
@@ -83,38 +92,21 @@ class RunsPage:
     partial: bool = False
 
 
-def _encode(world_cursor: str | None, skip: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([world_cursor, skip])).decode()
-
-
-def _decode(cursor: str | None) -> tuple[str | None, int]:
-    if cursor is None:
-        return None, 0
-    try:
-        world_cursor, skip = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if (world_cursor is None or isinstance(world_cursor, str)) and isinstance(skip, int) and skip >= 0:
-            return world_cursor, skip
-    except (ValueError, TypeError):
-        pass
-    raise HttpError(400, "invalid cursor")
-
-
 async def list_runs(world: World, query: RunsQuery) -> RunsPage:
     """One page of runs, newest first."""
-    world_cursor, skip = _decode(query.cursor)
     status = RunStatus(query.status) if query.status else None
     if query.q and query.cursor is None:
         exact = await _by_id(world, query.q)
         if exact is not None:
             return RunsPage([exact], None, 1)
-    if query.plain and skip == 0:
-        try:
+    try:
+        if query.plain:
             page = await world.runs.list(status=status, workflow_name=query.workflow, limit=query.limit,
-                                         cursor=world_cursor, resolve_data=False)
-        except InvalidIdError:
-            raise HttpError(400, "invalid cursor") from None
-        return RunsPage(page.data, _encode(page.next_cursor, 0) if page.next_cursor else None, len(page.data))
-    return await _scan(world, query, status, world_cursor, skip)
+                                         cursor=query.cursor, resolve_data=False)
+            return RunsPage(page.data, page.next_cursor, len(page.data))
+        return await _scan(world, query, status)
+    except InvalidIdError:
+        raise HttpError(400, "invalid cursor (it names no run)") from None
 
 
 async def _by_id(world: World, text: str) -> Run | None:
@@ -125,52 +117,30 @@ async def _by_id(world: World, text: str) -> Run | None:
         return None
 
 
-async def _scan(world: World, query: RunsQuery, status: RunStatus | None, world_cursor: str | None,
-                skip: int) -> RunsPage:
-    needle = query.q.lower() if query.q else None
+async def _scan(world: World, query: RunsQuery, status: RunStatus | None) -> RunsPage:
+    run_filter = query.run_filter
     found: list[Run] = []
     scanned = 0
+    cursor = query.cursor
     deadline = time.monotonic() + SCAN_SECONDS
     while True:
-        try:
-            page = await world.runs.list(status=status, workflow_name=query.workflow, limit=MAX_PAGE,
-                                         cursor=world_cursor, resolve_data=needle is not None)
-        except InvalidIdError:
-            raise HttpError(400, "invalid cursor") from None
+        page = await world.runs.list(status=status, workflow_name=query.workflow, limit=MAX_PAGE, cursor=cursor,
+                                     resolve_data=run_filter.needs_data)
         for index, run in enumerate(page.data):
-            if index < skip:
-                continue
             scanned += 1
-            created = run.created_at
-            if query.since is not None and created is not None and created < query.since:
+            if run_filter.too_old(run):
                 return RunsPage(found, None, scanned)  # newest first: nothing older can match
-            if query.until is not None and created is not None and created > query.until:
-                continue
-            if needle is not None and not matches(run, needle):
+            if not run_filter.matches(run):
                 continue
             found.append(run.evolve(input=None, output=None))
             if len(found) == query.limit:
                 more = index + 1 < len(page.data) or page.next_cursor is not None
-                return RunsPage(found, _encode(world_cursor, index + 1) if more else None, scanned)
-        skip = 0
+                return RunsPage(found, run.run_id if more else None, scanned)
         if page.next_cursor is None:
             return RunsPage(found, None, scanned)
-        world_cursor = page.next_cursor
+        cursor = page.next_cursor
         if scanned >= SCAN_RUNS or time.monotonic() > deadline:
-            return RunsPage(found, _encode(world_cursor, 0), scanned, partial=True)
-
-
-def matches(run: Run, needle: str) -> bool:
-    """Whether the run's id, workflow, input, output or error text holds `needle` (lower case)."""
-    if needle in run.run_id.lower() or needle in run.workflow_name.lower():
-        return True
-    for value in (run.input, run.output, run.error):
-        if value is None:
-            continue
-        text = orjson.dumps(payload_json(value), default=str).decode().lower()
-        if needle in text:
-            return True
-    return False
+            return RunsPage(found, cursor, scanned, partial=True)
 
 
 @dataclass

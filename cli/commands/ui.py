@@ -55,9 +55,9 @@ async def _ui(world: World, host: str, port: int) -> None:
             err_console.print(f"wf ui: {len(REGISTRY.workflows)} workflow(s) loaded; open {url}", markup=False)
             sys.stderr.flush()
             await stop.wait()
+        err_console.print("wf ui: stopped", markup=False)
     finally:
         await world.close()
-        err_console.print("wf ui: stopped", markup=False)
 
 
 @contextlib.asynccontextmanager
