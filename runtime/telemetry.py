@@ -85,11 +85,13 @@ class _Api:
         self.tracer: Any = None
         self.tracer_provider: Any = None
         meter = metrics.get_meter(SCOPE, _version())  # a proxy until the application sets a provider
-        self.steps_started = meter.create_counter("wf.steps.started", "{step}", "Step attempts started")
-        self.steps_completed = meter.create_counter("wf.steps.completed", "{step}", "Steps completed")
-        self.steps_failed = meter.create_counter("wf.steps.failed", "{step}", "Steps failed (no retry left)")
-        self.steps_retried = meter.create_counter("wf.steps.retried", "{step}", "Step attempts that failed and "
-                                                  "will be retried")
+        # The step counters are counted here and observed when the reader collects: a step pays
+        # an increment, not an SDK measurement (see `_count`).
+        for name, description in (("wf.steps.started", "Step attempts started"),
+                                  ("wf.steps.completed", "Steps completed"),
+                                  ("wf.steps.failed", "Steps failed (no retry left)"),
+                                  ("wf.steps.retried", "Step attempts that failed and will be retried")):
+            meter.create_observable_counter(name, [_observer(name)], "{step}", description)
         self.step_duration = meter.create_histogram("wf.step.duration", "s", "Duration of step attempts")
         self.queue_wait = meter.create_histogram("wf.step.queue_wait", "s", "Time a queued step waited for a "
                                                  "worker after it was due")
@@ -246,10 +248,11 @@ def _ns(at: datetime | None) -> int:
 class RunTrace:
     """Where a run's spans go: its trace, its span's parent (child runs) and its link (the starter)."""
 
-    __slots__ = ("link", "parent_id", "trace_id")
+    __slots__ = ("link", "parent_id", "span_id", "trace_id")
 
-    def __init__(self, trace_id: int, parent_id: int | None, link: tuple[int, int] | None) -> None:
+    def __init__(self, run_id: str, trace_id: int, parent_id: int | None, link: tuple[int, int] | None) -> None:
         self.trace_id = trace_id
+        self.span_id = run_span_id(run_id)
         self.parent_id = parent_id
         self.link = link
 
@@ -275,9 +278,9 @@ def _trace_from(run_id: str, attributes: dict[str, Any] | None) -> RunTrace:
         if link_trace and link_span:
             link = (link_trace, link_span)
         if trace_id and parent_id:
-            return RunTrace(trace_id, parent_id, link)
-        return RunTrace(run_trace_id(run_id), None, link)
-    return RunTrace(run_trace_id(run_id), None, None)
+            return RunTrace(run_id, trace_id, parent_id, link)
+        return RunTrace(run_id, run_trace_id(run_id), None, link)
+    return RunTrace(run_id, run_trace_id(run_id), None, None)
 
 
 def _remember(run: Run) -> RunTrace:
@@ -292,7 +295,7 @@ def _remember(run: Run) -> RunTrace:
 
 def _trace_of(run_id: str) -> RunTrace:
     trace = _runs.get(run_id)
-    return trace if trace is not None else RunTrace(run_trace_id(run_id), None, None)
+    return trace if trace is not None else RunTrace(run_id, run_trace_id(run_id), None, None)
 
 
 @_guarded
@@ -311,6 +314,33 @@ def carry(attributes: dict[str, Any]) -> None:
     else:
         attributes[ATTRIBUTE] = {"link_trace_id": f"{current.trace_id:032x}",
                                  "link_span_id": f"{current.span_id:016x}"}
+
+
+# --- step counters ---
+
+#: (counter, workflow name, step name) -> count, read by the observable counters' callbacks.
+_counts: dict[tuple[str, str, str], int] = {}
+_counts_lock = threading.Lock()
+_OUTCOME_COUNTERS = {E.STEP_COMPLETED: "wf.steps.completed", E.STEP_RETRYING: "wf.steps.retried",
+                     E.STEP_FAILED: "wf.steps.failed"}
+
+
+def _count(counter: str, workflow_name: str, step_name: str) -> None:
+    key = (counter, workflow_name, step_name)
+    with _counts_lock:
+        _counts[key] = _counts.get(key, 0) + 1
+
+
+def _observer(counter: str) -> Callable[[Any], Any]:
+    def observe(options: Any) -> Any:
+        from opentelemetry.metrics import Observation
+
+        with _counts_lock:
+            counts = [(key, value) for key, value in _counts.items() if key[0] == counter]
+        return [Observation(value, {"wf.workflow.name": workflow, "wf.step.name": step})
+                for (_, workflow, step), value in counts]
+
+    return observe
 
 
 # --- step attempts ---
@@ -337,7 +367,7 @@ _attempts: dict[tuple[str, str, int], Attempt] = {}
 def _start_attempt(run_id: str, step_id: str, step_name: str, attempt: int, workflow_name: str) -> Attempt:
     api = _load()
     metric_attributes = {"wf.workflow.name": workflow_name, "wf.step.name": step_name}
-    api.steps_started.add(1, metric_attributes)
+    _count("wf.steps.started", workflow_name, step_name)
     start_ns = time.time_ns()
     span = None
     tracer = _tracer(api)
@@ -345,7 +375,7 @@ def _start_attempt(run_id: str, step_id: str, step_name: str, attempt: int, work
         trace = _trace_of(run_id)
         span = _start_span(
             api, tracer, f"wf.step {step_name}", trace_id=trace.trace_id,
-            span_id=attempt_span_id(run_id, step_id, attempt), parent_id=run_span_id(run_id), start_ns=start_ns,
+            span_id=attempt_span_id(run_id, step_id, attempt), parent_id=trace.span_id, start_ns=start_ns,
             attributes={"wf.run.id": run_id, "wf.workflow.name": workflow_name, "wf.step.name": step_name,
                         "wf.step.id": step_id, "wf.step.attempt": attempt, "wf.step.retry": attempt > 1},
         )
@@ -411,20 +441,12 @@ def _attempt_recorded(api: _Api, event: Event, result: EventResult) -> None:
     step = result.step
     attempt = step.attempt if step is not None else 0
     holder = _attempts.pop((event.run_id, event.correlation_id or "", attempt), None)
-    if holder is not None:
-        attributes = holder.attributes
-    else:  # e.g. a step failed here for attempts exhausted by a crash elsewhere
-        attributes = {"wf.workflow.name": result.run.workflow_name,
-                      "wf.step.name": step.step_name if step is not None else ""}
     kind = event.event_type
-    if kind == E.STEP_COMPLETED:
-        api.steps_completed.add(1, attributes)
-    elif kind == E.STEP_RETRYING:
-        api.steps_retried.add(1, attributes)
-    else:
-        api.steps_failed.add(1, attributes)
-    if holder is None:
+    if holder is None:  # e.g. a step failed here for attempts exhausted by a crash elsewhere
+        _count(_OUTCOME_COUNTERS[kind], result.run.workflow_name, step.step_name if step is not None else "")
         return
+    attributes = holder.attributes
+    _count(_OUTCOME_COUNTERS[kind], attributes["wf.workflow.name"], holder.step_name)
     end_ns = holder.end_ns or time.time_ns()
     api.step_duration.record(max(end_ns - holder.start_ns, 0) / 1e9, attributes)
     span = holder.span
@@ -501,7 +523,7 @@ def _run_ended(api: _Api, trace: RunTrace, event: Event, run: Run) -> None:
         attributes["wf.run.parent_id"] = parent_run
     end_ns = _ns(event.created_at)
     span = _start_span(api, tracer, f"wf.run {run.workflow_name}", trace_id=trace.trace_id,
-                       span_id=run_span_id(run.run_id), parent_id=trace.parent_id,
+                       span_id=trace.span_id, parent_id=trace.parent_id,
                        start_ns=_ns(run.created_at or event.created_at), attributes=attributes, links=links)
     if event.event_type == E.RUN_FAILED:
         _error_status(api, span, event.data.get("error") or {}, recorded=False, at_ns=end_ns)
@@ -521,7 +543,7 @@ def _wait_ended(api: _Api, trace: RunTrace, event: Event, result: EventResult) -
         start = wait.created_at or start
         attributes["wf.wait.resume_at"] = wait.resume_at.isoformat()
     span = _start_span(api, tracer, "wf.sleep", trace_id=trace.trace_id, span_id=wait_span_id(run.run_id, wait_id),
-                       parent_id=run_span_id(run.run_id), start_ns=_ns(start), attributes=attributes)
+                       parent_id=trace.span_id, start_ns=_ns(start), attributes=attributes)
     span.end(end_time=_ns(event.created_at))
 
 
@@ -551,7 +573,7 @@ def _hook_received(api: _Api, trace: RunTrace, event: Event, result: EventResult
     if current.is_valid:  # whoever resumed the hook (a webhook's request, a child's last step...)
         links.append(api.Link(current, {"wf.link": "resumed_by"}))
     span = _start_span(api, tracer, name, trace_id=trace.trace_id, span_id=hook_span_id(run.run_id, hook_id, number),
-                       parent_id=run_span_id(run.run_id), start_ns=_ns(start), attributes=attributes, links=links)
+                       parent_id=trace.span_id, start_ns=_ns(start), attributes=attributes, links=links)
     span.end(end_time=_ns(event.created_at))
 
 

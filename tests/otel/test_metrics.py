@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,6 +17,13 @@ from wf.runtime.world import WORKFLOW_QUEUE, World
 from .conftest import Otel
 
 
+async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.02)
+
+
 def total(otel: Otel, name: str, **attributes: str) -> float:
     wanted = set(attributes.items())
     return sum(value for key, value in otel.metric(name).items() if wanted <= set(key))
@@ -27,7 +35,7 @@ async def test_step_counters_and_durations(otel: Otel, flows: Any, start_worker:
                                                               "wf.step.duration", "wf.steps.failed")}
     start_worker()
     assert await wf.run_async(flows.sequential, 3) == 3
-    await asyncio.sleep(0.1)
+    await eventually(lambda: total(otel, "wf.steps.completed", **labels) - before["wf.steps.completed"] >= 3)
     assert total(otel, "wf.steps.started", **labels) - before["wf.steps.started"] == 3
     assert total(otel, "wf.steps.completed", **labels) - before["wf.steps.completed"] == 3
     assert total(otel, "wf.step.duration", **labels) - before["wf.step.duration"] == 3  # histogram counts
@@ -39,8 +47,7 @@ async def test_queue_wait_is_measured_for_queued_steps(otel: Otel, flows: Any, s
     before = total(otel, "wf.step.queue_wait", **labels)
     start_worker(concurrency=1)  # one step slot: the others wait in the queue
     assert await wf.run_async(flows.fanout, 4) == 10
-    await asyncio.sleep(0.1)
-    assert total(otel, "wf.step.queue_wait", **labels) - before >= 3
+    await eventually(lambda: total(otel, "wf.step.queue_wait", **labels) - before >= 3)
 
 
 async def test_runs_in_progress(otel: Otel, flows: Any, start_worker: Any, world: World) -> None:
@@ -55,12 +62,12 @@ async def test_runs_in_progress(otel: Otel, flows: Any, start_worker: Any, world
                 break
             except NotFoundError:  # until the run reaches its hook
                 await asyncio.sleep(0.01)
-    assert total(otel, "wf.runs.in_progress", **labels) - before == 3
+    # (the hook may be seen a moment before its commit's spans and metrics are emitted)
+    await eventually(lambda: total(otel, "wf.runs.in_progress", **labels) - before == 3)
     for i, run in enumerate(runs):
         await wf.resume_hook_async(f"in-progress-{i}", i)
         await run.result_async(timeout=30)
-    await asyncio.sleep(0.1)
-    assert total(otel, "wf.runs.in_progress", **labels) == before
+    await eventually(lambda: total(otel, "wf.runs.in_progress", **labels) == before)
 
 
 async def test_queue_depth_sampled_by_workers(otel: Otel, flows: Any, start_worker: Any, world: World,
