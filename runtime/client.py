@@ -182,6 +182,7 @@ async def start_run(
     idempotency_key: str | None = None,
     attributes: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
+    priority: int = 0,
 ) -> Run:
     """Record a run and queue it for a worker (see `start_async`); its handle.
 
@@ -192,7 +193,7 @@ async def start_run(
     if tags:
         attributes = {**(attributes or {}), "tags": checked_tags(tags)}
     run_id, lazy = await record_run(world, workflow, args, kwargs, idempotency_key=idempotency_key,
-                                    attributes=attributes)
+                                    attributes=attributes, priority=priority)
     return Run(run_id, world, lazy=lazy)
 
 
@@ -204,20 +205,24 @@ def checked_tags(tags: Any) -> dict[str, str]:
 
 
 async def start_async(workflow: WorkflowFunction | str, *args: Any, idempotency_key: str | None = None,
-                      tags: dict[str, str] | None = None, **kwargs: Any) -> Run:
+                      tags: dict[str, str] | None = None, priority: int = 0, **kwargs: Any) -> Run:
     """Record a new run of `workflow` and queue it; a worker executes it. Returns its handle.
 
     TypeError (nothing recorded) if the arguments do not fit the workflow's signature.
     `tags` are stored with the run (its attributes), shown and filterable by `wf inspect runs --tag`.
+    `priority` (-1000..1000, default 0): higher runs are served first, FIFO within a priority; a
+    run is overtaken only by runs started less than (their priority - its) x 60 s after it.
     """
     world = await started_world()
-    return await start_run(world, workflow, args, kwargs, idempotency_key=idempotency_key, tags=tags)
+    return await start_run(world, workflow, args, kwargs, idempotency_key=idempotency_key, tags=tags,
+                           priority=priority)
 
 
 def start(workflow: WorkflowFunction | str, *args: Any, idempotency_key: str | None = None,
-          tags: dict[str, str] | None = None, **kwargs: Any) -> Run:
+          tags: dict[str, str] | None = None, priority: int = 0, **kwargs: Any) -> Run:
     """Blocking twin of `start_async`."""
-    return blocking(start_async(workflow, *args, idempotency_key=idempotency_key, tags=tags, **kwargs))
+    return blocking(start_async(workflow, *args, idempotency_key=idempotency_key, tags=tags, priority=priority,
+                                **kwargs))
 
 
 async def get_run_async(run_id: str) -> Run:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .world import STEP_QUEUE, WORKFLOW_QUEUE, World, step_message_key, workflow_message_key
+from .world import STEP_QUEUE, WORKFLOW_QUEUE, World, run_order_key, step_message_key, workflow_message_key
 
 
 async def enqueue_workflow(world: World, run_id: str, *, delay: float = 0.0) -> None:
     """Ask for run `run_id` to be driven (coalesced with any message already waiting)."""
     await world.queue.enqueue(
         WORKFLOW_QUEUE, {"run_id": run_id}, idempotency_key=workflow_message_key(run_id),
-        delay=max(delay, 0.0), order_key=run_id,
+        delay=max(delay, 0.0), order_key=run_order_key(run_id),
     )
 
 
@@ -27,5 +27,5 @@ async def enqueue_step(world: World, run_id: str, step_id: str, *, delay: float 
         payload["restart"] = True
     await world.queue.enqueue(
         STEP_QUEUE, payload, idempotency_key=step_message_key(run_id, step_id), delay=max(delay, 0.0),
-        order_key=run_id,
+        order_key=run_order_key(run_id),
     )

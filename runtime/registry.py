@@ -23,13 +23,19 @@ def default_name(fn: Callable[..., Any]) -> str:
 class StepFunction:
     """A function whose calls inside a workflow are recorded durably and run by a worker."""
 
-    def __init__(self, fn: Callable[..., Any], name: str, max_retries: int) -> None:
+    def __init__(self, fn: Callable[..., Any], name: str, max_retries: int, *, concurrency: int | None = None,
+                 concurrency_key: Callable[..., Any] | None = None, rate_limit: str | None = None,
+                 rate_limit_key: Callable[..., Any] | None = None) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
+        from .flow_control import StepLimits
+
         self.fn = fn
         self.name = name
         self.max_retries = max_retries
         self.is_async = inspect.iscoroutinefunction(fn)
+        #: Concurrency and rate limits (`flow_control.py`); None for an unlimited step, which runs inline.
+        self.limits = StepLimits.make(name, concurrency, concurrency_key, rate_limit, rate_limit_key)
         functools.update_wrapper(self, fn)
 
     @property
@@ -51,11 +57,16 @@ class StepFunction:
 class WorkflowFunction:
     """An async function whose runs are durable: recorded in an event log and replayed."""
 
-    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+    def __init__(self, fn: Callable[..., Any], name: str, *, concurrency: int | None = None,
+                 concurrency_key: Callable[..., Any] | None = None) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"@wf.workflow needs an `async def` function, got {fn!r}")
+        from .flow_control import RunLimits
+
         self.fn = fn
         self.name = name
+        #: At most `concurrency` runs in progress (per key); None when unlimited.
+        self.limits = RunLimits.make(name, concurrency, concurrency_key)
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -119,14 +130,24 @@ REGISTRY = Registry()
 @overload
 def step(fn: F, /) -> F: ...
 @overload
-def step(*, name: str | None = None, max_retries: int = DEFAULT_MAX_RETRIES) -> Callable[[F], F]: ...
+def step(*, name: str | None = None, max_retries: int = DEFAULT_MAX_RETRIES, concurrency: int | None = None,
+         concurrency_key: Callable[..., Any] | None = None, rate_limit: str | None = None,
+         rate_limit_key: Callable[..., Any] | None = None) -> Callable[[F], F]: ...
 
 
-def step(fn: Any = None, /, *, name: str | None = None, max_retries: int = DEFAULT_MAX_RETRIES) -> Any:
-    """Mark a function (async or sync) as a step: `@wf.step` or `@wf.step(name=..., max_retries=...)`."""
+def step(fn: Any = None, /, *, name: str | None = None, max_retries: int = DEFAULT_MAX_RETRIES,
+         concurrency: int | None = None, concurrency_key: Callable[..., Any] | None = None,
+         rate_limit: str | None = None, rate_limit_key: Callable[..., Any] | None = None) -> Any:
+    """Mark a function (async or sync) as a step: `@wf.step` or `@wf.step(name=..., max_retries=...)`.
+
+    `concurrency=N`: at most N attempts at once across every worker (per `concurrency_key(*args,
+    **kwargs)` if given); `rate_limit="100/1m"`: at most that many attempts start in any window of
+    that length (per `rate_limit_key(...)` if given). See `flow_control.py`.
+    """
 
     def wrap(f: Callable[..., Any]) -> StepFunction:
-        s = StepFunction(f, name or default_name(f), max_retries)
+        s = StepFunction(f, name or default_name(f), max_retries, concurrency=concurrency,
+                         concurrency_key=concurrency_key, rate_limit=rate_limit, rate_limit_key=rate_limit_key)
         REGISTRY.add_step(s)
         return s
 
@@ -136,14 +157,20 @@ def step(fn: Any = None, /, *, name: str | None = None, max_retries: int = DEFAU
 @overload
 def workflow(fn: F, /) -> F: ...
 @overload
-def workflow(*, name: str | None = None) -> Callable[[F], F]: ...
+def workflow(*, name: str | None = None, concurrency: int | None = None,
+             concurrency_key: Callable[..., Any] | None = None) -> Callable[[F], F]: ...
 
 
-def workflow(fn: Any = None, /, *, name: str | None = None) -> Any:
-    """Mark an `async def` as a durable workflow: `@wf.workflow` or `@wf.workflow(name=...)`."""
+def workflow(fn: Any = None, /, *, name: str | None = None, concurrency: int | None = None,
+             concurrency_key: Callable[..., Any] | None = None) -> Any:
+    """Mark an `async def` as a durable workflow: `@wf.workflow` or `@wf.workflow(name=...)`.
+
+    `concurrency=N`: at most N runs of it in progress (per `concurrency_key(*args, **kwargs)`);
+    the others wait, in priority then start order, before their first event `run_started`.
+    """
 
     def wrap(f: Callable[..., Any]) -> WorkflowFunction:
-        w = WorkflowFunction(f, name or default_name(f))
+        w = WorkflowFunction(f, name or default_name(f), concurrency=concurrency, concurrency_key=concurrency_key)
         REGISTRY.add_workflow(w)
         return w
 

@@ -23,7 +23,7 @@ from typing import Any
 from . import telemetry
 from .calls import error_info
 from .children import notify_parent, redeliver_child_outcomes
-from .entities import Event, EventType, Run, StepStatus, utcnow
+from .entities import Event, EventType, Run, RunStatus, StepStatus, utcnow
 from .errors import (
     EntityConflictError,
     NotFoundError,
@@ -33,6 +33,7 @@ from .errors import (
     WorkflowNotFoundError,
     WorldError,
 )
+from .flow_control import FlowControl
 from .messages import enqueue_step, enqueue_workflow
 from .registry import Registry, StepFunction, WorkflowFunction
 from .replay import Outcome, WorkflowInstance
@@ -86,6 +87,8 @@ class RunDriver:
         #: time, so the workflow clock still moves by the right amount); retries skip their delay.
         self.skip_time = skip_time
         self.executor = StepExecutor(world, threads=threads)
+        #: Concurrency and rate limits (flow_control.py): admission, release, slot renewal.
+        self.flow = FlowControl(world)
         #: Steps that may start now in this process (inline or from the queue).
         self._step_slots = concurrency
         self._cache: collections.OrderedDict[str, WorkflowInstance] = collections.OrderedDict()
@@ -113,6 +116,10 @@ class RunDriver:
                     self._missing_logged.add(name)
                     log.error("cannot drive run %s: %s", run_id, exc)
                 return 5.0
+            if cached is None and workflow.limits is not None and run.status == RunStatus.PENDING:
+                wait = await self.flow.admit_run(workflow.limits, run)  # a slot before run_started
+                if wait is not None:
+                    return wait
             await self._drive(run_id, workflow)
         except RunExpiredError:
             self._evict(run_id)  # the run ended under us (cancelled, or completed elsewhere)
@@ -307,7 +314,8 @@ class RunDriver:
         for command in commands:
             if command.kind == "step":
                 self._speculate(drive, Event(run_id, E.STEP_CREATED, correlation_id=command.cid, data=command.data))
-                if self._take_step_slot():
+                # A limited step is never run inline: the queue handler admits its attempts (flow_control.py).
+                if drive.instance.steps[command.cid].step.limits is None and self._take_step_slot():
                     drive.slots_held += 1
                     started = self._speculate(
                         drive, Event(run_id, E.STEP_STARTED, correlation_id=command.cid, data={"attempt": 1})
@@ -462,7 +470,11 @@ class RunDriver:
 
     async def _after_end(self, run_id: str) -> None:
         self._evict(run_id)
-        await notify_parent(self.world, await self.world.runs.get(run_id))
+        run = await self.world.runs.get(run_id)
+        await notify_parent(self.world, run)
+        workflow = self.registry.workflows.get(run.workflow_name)
+        if workflow is not None and workflow.limits is not None:
+            await self.flow.run_ended(workflow.limits, run)  # its slot to the next run in line
 
 
 def _retry_at(event: Event) -> datetime | None:

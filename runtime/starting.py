@@ -21,7 +21,7 @@ from .loader import ORIGIN_ATTRIBUTE, origin_of
 from .messages import enqueue_workflow
 from .registry import WorkflowFunction
 from .serialization import serialize
-from .world import WORKFLOW_QUEUE, World, workflow_message_key
+from .world import WORKFLOW_QUEUE, World, run_order_key, workflow_message_key
 
 E = EventType
 
@@ -54,6 +54,17 @@ def idempotent_run_id(workflow_name: str, key: str) -> str:
     return f"wrun_k{digest}"
 
 
+#: Priorities a run may be started with.
+PRIORITY_RANGE = range(-1000, 1001)
+
+
+def with_priority(run_id: str, priority: int) -> str:
+    """The id of a run started with `priority` (≠ 0): `<id>_p<priority>`. ValueError for a bad priority."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or priority not in PRIORITY_RANGE:
+        raise ValueError(f"priority must be an int from -1000 to 1000, got {priority!r}")
+    return f"{run_id}_p{priority}"
+
+
 async def record_run(
     world: World,
     workflow: WorkflowFunction | str,
@@ -62,8 +73,14 @@ async def record_run(
     *,
     idempotency_key: str | None = None,
     attributes: dict[str, Any] | None = None,
+    priority: int = 0,
+    run_id: str | None = None,
 ) -> tuple[str, bool]:
     """Record a run and queue it for a worker; return (run id, lazy).
+
+    `priority`: higher is served first (see `world.run_order_key`); it is part of the run id
+    (`wrun_<ULID>_p<N>`), so every message of the run carries it. `run_id` (with an
+    idempotency key): the id to use instead of the key's hash (schedules: time-ordered ids).
 
     Given the workflow function (not only its name), the arguments are checked against its
     signature first (TypeError, nothing recorded) and the run records where its code is.
@@ -88,10 +105,12 @@ async def record_run(
     if idempotency_key is not None:
         if not isinstance(idempotency_key, str) or not idempotency_key:
             raise InvalidIdError("idempotency_key must be a non-empty string")
-        run_id = idempotent_run_id(name, idempotency_key)
+        run_id = run_id or idempotent_run_id(name, idempotency_key)
         data["attributes"]["idempotency_key"] = idempotency_key
     else:
         run_id = new_run_id()
+    if priority:
+        run_id = with_priority(run_id, priority)
     try:
         await world.events.create(run_id, Event(run_id, E.RUN_CREATED, data=data))
     except EntityConflictError:
@@ -105,7 +124,7 @@ async def record_run(
         # Storage failed but the queue may not have: let the worker create the run (seed 001).
         await world.queue.enqueue(
             WORKFLOW_QUEUE, {"run_id": run_id, "start": data}, idempotency_key=workflow_message_key(run_id),
-            order_key=run_id,
+            order_key=run_order_key(run_id),
         )
         return run_id, True
     await enqueue_workflow(world, run_id)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from datetime import timedelta
 from typing import Any
 
 from . import telemetry
@@ -25,10 +26,13 @@ from .errors import (
     WorkflowNotFoundError,
     WorldError,
 )
+from .flow_control import Grant
 from .liveness import sweep
 from .messages import enqueue_workflow
 from .registry import REGISTRY, Registry
+from .retention import PRUNE_EVERY, maintain, retention_from_env
 from .run_driver import RunDriver
+from .schedules import POLL_SECONDS, fire_due
 from .step_executor import AttemptOutcome, exhausted_error
 from .workflow_context import WorkflowMetadata
 from .world import STEP_QUEUE, WORKFLOW_QUEUE, Message, World
@@ -63,10 +67,14 @@ class Worker(RunDriver):
         always_replay: bool | None = None,
         threads: int = 64,
         skip_time: bool = False,
+        retention: timedelta | None = None,
     ) -> None:
+        """`retention`: prune runs that ended longer ago than this in the background (default:
+        `WF_RETENTION`, unset: never; see `retention.py`)."""
         super().__init__(world, registry=registry, concurrency=concurrency, always_replay=always_replay,
                          threads=threads, skip_time=skip_time)
         self.concurrency = concurrency
+        self.retention = retention if retention is not None else retention_from_env()
         self._messages = asyncio.Semaphore(concurrency)
         self._held: dict[str, Message] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -82,6 +90,12 @@ class Worker(RunDriver):
         """Take and process messages until `stop()`; then finish in-flight work and return."""
         heartbeat = asyncio.create_task(self._heartbeat())
         sweeper = asyncio.create_task(self._sweep_now_and_then())
+        # Flow control (flow_control.py, schedules.py, retention.py): slot leases, schedules, retention.
+        background = [heartbeat, sweeper, asyncio.create_task(self.flow.renew_forever())]
+        if "schedules" in self.world.capabilities:
+            background.append(asyncio.create_task(self._fire_schedules()))
+        if self.retention is not None:
+            background.append(asyncio.create_task(self._prune_now_and_then(self.retention)))
         generation = await self.world.drain_generation()
         try:
             presence = await self.world.announce_worker({"kind": "worker", "concurrency": self.concurrency})
@@ -123,10 +137,10 @@ class Worker(RunDriver):
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
-            for background in (heartbeat, sweeper):
-                background.cancel()
+            for task in background:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await background
+                    await task
             self.executor.shutdown()
             with contextlib.suppress(WorldError):
                 await self.world.retire_worker(presence)
@@ -179,6 +193,23 @@ class Worker(RunDriver):
                 continue
             if woken:
                 log.warning("woke %d run(s) nothing was driving: %s", len(woken), ", ".join(woken[:10]))
+
+    async def _fire_schedules(self) -> None:
+        """Start the runs of due schedule slots (every worker does; each slot gives one run)."""
+        while not self._stopping.is_set():
+            try:
+                wait = await fire_due(self.world)
+            except WorldError as exc:
+                log.warning("firing schedules failed: %s", exc)
+                wait = POLL_SECONDS
+            await asyncio.sleep(wait)
+
+    async def _prune_now_and_then(self, retention: timedelta) -> None:
+        """Every PRUNE_EVERY seconds or so, delete runs that ended more than `retention` ago."""
+        await asyncio.sleep(60 * random.random())
+        while True:
+            await maintain(self.world, retention)
+            await asyncio.sleep(PRUNE_EVERY * (0.75 + 0.5 * random.random()))
 
     async def _heartbeat(self) -> None:
         while True:
@@ -257,32 +288,46 @@ class Worker(RunDriver):
             return None
         while self._step_slots <= 0:
             await asyncio.sleep(0.005)
+        grant: Grant | None = None
         self._step_slots -= 1
         try:
             try:
-                at = None
-                if self.skip_time and step.retry_after is not None:
-                    at = max(step.retry_after, utcnow())
-                started = await world.events.create(
-                    run_id, Event(run_id, E.STEP_STARTED, correlation_id=step_id, data={"attempt": step.attempt + 1},
-                                  created_at=at)
+                try:
+                    at = None
+                    if self.skip_time and step.retry_after is not None:
+                        at = max(step.retry_after, utcnow())
+                    if step_fn.limits is not None:  # a slot and/or a rate window first (flow_control.py)
+                        if step.retry_after is not None and step.retry_after > utcnow() and not self.skip_time:
+                            return (step.retry_after - utcnow()).total_seconds()  # too early: take no slot yet
+                        admitted = await self.flow.admit_step(step_fn.limits, run_id, step_id, step.input,
+                                                              message.payload)
+                        if not isinstance(admitted, Grant):
+                            return admitted
+                        grant = admitted
+                        at = grant.started_at or at
+                    started = await world.events.create(
+                        run_id, Event(run_id, E.STEP_STARTED, correlation_id=step_id,
+                                      data={"attempt": step.attempt + 1}, created_at=at)
+                    )
+                except TooEarlyError as exc:
+                    return max((exc.retry_after - utcnow()).total_seconds(), 0.0)
+                except RunExpiredError:
+                    return None
+                except EntityConflictError:
+                    await enqueue_workflow(world, run_id)
+                    return None
+                assert started.step is not None
+                if telemetry.ON:
+                    telemetry.dequeued(message, started)
+                outcome = await self.executor.attempt(
+                    step_fn, run_id=run_id, step_id=step_id, step_input=step.input, attempt=started.step.attempt,
+                    started_at=started.step.started_at,
+                    workflow=WorkflowMetadata(run_id, run.workflow_name, run.started_at),
                 )
-            except TooEarlyError as exc:
-                return max((exc.retry_after - utcnow()).total_seconds(), 0.0)
-            except RunExpiredError:
-                return None
-            except EntityConflictError:
-                await enqueue_workflow(world, run_id)
-                return None
-            assert started.step is not None
-            if telemetry.ON:
-                telemetry.dequeued(message, started)
-            outcome = await self.executor.attempt(
-                step_fn, run_id=run_id, step_id=step_id, step_input=step.input, attempt=started.step.attempt,
-                started_at=started.step.started_at,
-                workflow=WorkflowMetadata(run_id, run.workflow_name, run.started_at),
-            )
+            finally:
+                self._step_slots += 1
+            await self._record_attempt(run_id, step_id, outcome, notify=True)
         finally:
-            self._step_slots += 1
-        await self._record_attempt(run_id, step_id, outcome, notify=True)
+            if grant is not None:  # after its result is recorded: the events never show more at once
+                await self.flow.release_step(grant)
         return None

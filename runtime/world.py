@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from .entities import Event, Hook, HookStatus, Page, Run, RunStatus, Step, Wait, WaitStatus
+from .flow_contract import Limits, Schedules
 
 #: The queue that carries "replay workflow run R" messages, with payload {"run_id": R}.
 WORKFLOW_QUEUE = "workflow"
@@ -39,6 +40,38 @@ def workflow_message_key(run_id: str) -> str:
 def step_message_key(run_id: str, step_id: str) -> str:
     """Idempotency key of a step's message: at most one is waiting per step."""
     return f"step:{run_id}:{step_id}"
+
+
+#: How much earlier a run of priority p+1 is served than one of priority p started at the same
+#: time: a run is overtaken only by runs of higher priority started less than
+#: (their priority - its priority) x this many seconds after it (the starvation bound).
+PRIORITY_STEP_SECONDS = 60
+_ULID_RUN_ID_LENGTH = 31  # "wrun_" + 26 characters
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def run_order_key(run_id: str) -> str:
+    """The queue order key of every message of a run: its id, or for a run started with a
+    priority (`wrun_<ULID>_p<N>`) the id with its time moved N x PRIORITY_STEP_SECONDS earlier.
+
+    Smallest first: oldest run first (seed 004), higher priority first, FIFO within a priority.
+    Every World's `start()` enqueues recovered runs with it.
+    """
+    if len(run_id) <= _ULID_RUN_ID_LENGTH or not run_id.startswith("wrun_"):
+        return run_id
+    head, sep, priority = run_id[_ULID_RUN_ID_LENGTH:].partition("_p")
+    if head or not sep:
+        return run_id
+    try:
+        shift = int(priority) * PRIORITY_STEP_SECONDS * 1000
+        ms = 0
+        for char in run_id[5:15]:
+            ms = ms * 32 + _CROCKFORD.index(char)
+    except ValueError:
+        return run_id
+    ms = min(max(ms - shift, 0), (1 << 50) - 1)
+    shifted = "".join(_CROCKFORD[(ms >> (5 * i)) & 31] for i in range(9, -1, -1))
+    return f"wrun_{shifted}{run_id[15:]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,8 +332,10 @@ class Streams(ABC):
 #: What a World may legitimately lack, declared in `World.capabilities` (the conformance
 #: suite skips the tests of a capability a World does not declare, naming it):
 #: "workers" (presence: announce/retire/live_workers), "drain" (request_drain),
-#: "repair" (repair_run), "processes" (several processes may open the same store by URL).
-CAPABILITIES = frozenset({"workers", "drain", "repair", "processes"})
+#: "repair" (repair_run), "processes" (several processes may open the same store by URL),
+#: "limits" (`world.limits`: concurrency slots, rate windows), "schedules" (`world.schedules`),
+#: "prune" (delete_run). The last three are in `flow_contract.py`.
+CAPABILITIES = frozenset({"workers", "drain", "repair", "processes", "limits", "schedules", "prune"})
 
 
 class World(ABC):
@@ -321,6 +356,10 @@ class World(ABC):
     waits: WaitsStorage
     queue: Queue
     streams: Streams
+    #: With the "limits" capability.
+    limits: Limits
+    #: With the "schedules" capability.
+    schedules: Schedules
 
     @abstractmethod
     async def start(self) -> None:
@@ -375,6 +414,22 @@ class World(ABC):
     async def live_workers(self) -> list[dict[str, Any]]:
         """The workers currently alive on this World, as they described themselves."""
         return []
+
+    async def forget_dead_workers(self) -> int:
+        """Remove what workers that died without retiring left (files, rows); how many were removed."""
+        return 0
+
+    # --- retention (optional: the "prune" capability) ---
+
+    async def delete_run(self, run_id: str) -> bool:
+        """Remove an ended run and everything of it: its log, entities, streams, hook tokens,
+        index entries and queue messages (a message another worker holds may be left to it).
+
+        Safe while workers run: afterwards the run is unknown (NotFoundError) to every
+        reader and writer. EntityConflictError (nothing removed) if the run is pending or
+        running; False if there is no such run.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot delete runs")
 
     # --- draining (optional) ---
 

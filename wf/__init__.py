@@ -49,6 +49,7 @@ from wf.runtime.errors import (
 from wf.runtime.hooks import Hook
 from wf.runtime.ordering import as_completed, wait
 from wf.runtime.registry import step, workflow
+from wf.runtime.schedules import schedule, schedule_async
 from wf.runtime.step_context import get_step_metadata, get_writable
 from wf.runtime.workflow_context import (
     create_hook,
@@ -91,6 +92,8 @@ __all__ = [
     "resume_hook_async",
     "run",
     "run_async",
+    "schedule",
+    "schedule_async",
     "sleep",
     "start",
     "start_async",

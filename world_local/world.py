@@ -30,15 +30,19 @@ import orjson
 
 from ..runtime.entities import Run, RunStatus
 from ..runtime.errors import WfError
-from ..runtime.world import WORKFLOW_QUEUE, World, workflow_message_key
+from ..runtime.ids import validate_id
+from ..runtime.world import WORKFLOW_QUEUE, World, run_order_key, workflow_message_key
 from .boundary import storage_boundary
 from .clock import WorldClock
 from .data_dir import default_data_dir, open_data_dir
 from .files import write_bytes_atomic
 from .leases import boot_id
+from .limits import LocalLimits
 from .notify import Notifier
+from .pruning import delete_run, forget_dead_workers
 from .queue import LocalQueue
 from .run_store import RunStore, run_end_channel
+from .schedules import LocalSchedules
 from .storage import LocalEvents, LocalHooks, LocalRuns, LocalSteps, LocalWaits
 from .streams import LocalStreams
 from .workers import DrainFlag, WorkerRegistry
@@ -58,7 +62,7 @@ def _env_fsync() -> bool:
 class LocalWorld(World):
     """Storage, queue and streams on the file system under `data_dir`."""
 
-    capabilities = frozenset({"workers", "drain", "repair", "processes"})
+    capabilities = frozenset({"workers", "drain", "repair", "processes", "limits", "schedules", "prune"})
 
     def __init__(self, data_dir: str | Path | None = None, *, fsync: bool | None = None, create: bool = True) -> None:
         """Open (with `create`, make) the data directory; DataDirError if it is not a wf data directory."""
@@ -80,6 +84,8 @@ class LocalWorld(World):
         self.streams = LocalStreams(self.data_dir / "streams", self.notifier, fsync=self.fsync)
         self.workers = WorkerRegistry(self.data_dir / "workers")
         self.drain_flag = DrainFlag(self.data_dir / "drain.json")
+        self.limits = LocalLimits(self.data_dir / "limits")
+        self.schedules = LocalSchedules(self.data_dir / "schedules", fsync=self.fsync)
 
     async def start(self) -> None:
         """Repair what a crash left behind and enqueue a workflow message for every active run.
@@ -104,7 +110,8 @@ class LocalWorld(World):
                 continue
             try:
                 await self.queue.enqueue(
-                    WORKFLOW_QUEUE, {"run_id": run_id}, idempotency_key=workflow_message_key(run_id), order_key=run_id
+                    WORKFLOW_QUEUE, {"run_id": run_id}, idempotency_key=workflow_message_key(run_id),
+                    order_key=run_order_key(run_id),
                 )
             except (WfError, OSError) as exc:
                 log.warning("start: could not enqueue run %s: %s", run_id, exc)
@@ -121,7 +128,8 @@ class LocalWorld(World):
         for run_id in reactivated:
             try:
                 await self.queue.enqueue(
-                    WORKFLOW_QUEUE, {"run_id": run_id}, idempotency_key=workflow_message_key(run_id), order_key=run_id
+                    WORKFLOW_QUEUE, {"run_id": run_id}, idempotency_key=workflow_message_key(run_id),
+                    order_key=run_order_key(run_id),
                 )
             except (WfError, OSError) as exc:
                 log.warning("could not enqueue run %s: %s", run_id, exc)
@@ -180,6 +188,14 @@ class LocalWorld(World):
         """Live workers on this data dir; files left by dead ones are removed."""
         return self.workers.live()
 
+    async def forget_dead_workers(self) -> int:
+        """Remove the `workers/*.json` of workers that died without retiring."""
+        return forget_dead_workers(self)
+
+    async def delete_run(self, run_id: str) -> bool:
+        """Remove an ended run's log, views, markers, tokens, streams and waiting messages (`pruning.py`)."""
+        return delete_run(self, run_id)
+
     async def drain_generation(self) -> int:
         return self.drain_flag.generation()
 
@@ -190,8 +206,10 @@ class LocalWorld(World):
     async def repair_run(self, run_id: str) -> bool:
         """Rewrite every view, status marker and token of the run that disagrees with its log.
 
-        False if the run has no log. CorruptDataError if the log itself is unreadable.
+        False if the run has no log. CorruptDataError if the log itself is unreadable;
+        InvalidIdError for an id that is no run id.
         """
+        validate_id(run_id, "run id")
         return self._store.recover(run_id) is not None
 
     async def close(self) -> None:
