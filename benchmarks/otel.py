@@ -144,9 +144,9 @@ def _child_command(mode: str, args: argparse.Namespace, hidden_site: Path) -> tu
     if mode == "off":
         env["WF_OTEL"] = "0"
     if mode == "absent":
-        bootstrap = (f"import site, sys, runpy; site.addsitedir({str(hidden_site)!r}); sys.path.insert(0, {str(ROOT)!r}); "
-                     f"sys.argv = ['benchmarks.otel', *{child_args!r}]; runpy.run_module('benchmarks.otel', "
-                     "run_name='__main__')")
+        bootstrap = (f"import site, sys, runpy; site.addsitedir({str(hidden_site)!r}); "
+                     f"sys.path.insert(0, {str(ROOT)!r}); sys.argv = ['benchmarks.otel', *{child_args!r}]; "
+                     "runpy.run_module('benchmarks.otel', run_name='__main__')")
         return [sys.executable, "-S", "-c", bootstrap], env
     return [sys.executable, "-m", "benchmarks.otel", *child_args], env
 
