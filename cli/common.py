@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -39,7 +40,24 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
 
-console = Console(highlight=False, soft_wrap=False)
+#: Width of piped output when no terminal tells one: wide enough that no table cuts an id.
+PIPED_WIDTH = 200
+
+
+def output_width() -> int | None:
+    """The width to draw stdout at: rich's own choice on a terminal or with COLUMNS set; piped, the
+    terminal's width if stderr or stdin is one (at least 120), else PIPED_WIDTH. Never rich's 80."""
+    if "COLUMNS" in os.environ or sys.stdout.isatty():
+        return None
+    for fd in (2, 0):
+        try:
+            return max(120, os.get_terminal_size(fd).columns)
+        except OSError:
+            continue
+    return PIPED_WIDTH
+
+
+console = Console(highlight=False, soft_wrap=False, width=output_width())
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

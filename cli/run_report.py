@@ -57,6 +57,7 @@ def render_story(console: Console, story: RunStory, *, full: bool = False) -> No
     sections: list[tuple[str, RenderableType | None]] = [
         ("Steps", steps_table(story, full=full, limit=limit)),
         ("Hooks", hooks_table(story, full=full, limit=limit)),
+        ("Children", children_table(story)),
         ("Waits", waits_table(story)),
         ("Streams", streams_table(story)),
     ]
@@ -115,14 +116,28 @@ def _traceback_lines(error: dict[str, Any]) -> list[RenderableType]:
     return out
 
 
+def children_table(story: RunStory) -> Table | None:
+    """The child runs the run started: id, workflow, status, duration."""
+    if not story.children:
+        return None
+    table = Table(show_edge=False, pad_edge=False)
+    for name in ("run", "workflow", "status", "duration"):
+        table.add_column(name, no_wrap=name != "workflow")
+    for child in story.children:
+        end = child.completed_at or (None if child.status.terminal else story.now)
+        status = Text(str(child.status), style=style_of(child.status))
+        table.add_row(child.run_id, short_name(child.workflow_name), status, duration(between(child.created_at, end)))
+    return table
+
+
 def steps_table(story: RunStory, *, full: bool, limit: int) -> Table | None:
-    if not story.steps:
+    if not story.own_steps:
         return None
     table = Table(show_edge=False, pad_edge=False, expand=False)
     for name in ("id", "name", "status", "attempts", "duration", "input", "output / last error"):
         table.add_column(name, overflow="fold", no_wrap=name in ("id", "status", "attempts", "duration"))
     cell = max(20, limit // 2)
-    for step in story.steps:
+    for step in story.own_steps:
         if step.status == "completed":
             result = Text(payload_text(step.output, full=full, limit=cell))
         elif step.error:
@@ -140,7 +155,7 @@ def steps_table(story: RunStory, *, full: bool, limit: int) -> Table | None:
 
 
 def hooks_table(story: RunStory, *, full: bool, limit: int) -> Table | None:
-    if not story.hooks:
+    if not story.own_hooks:
         return None
     received: dict[str, list[str]] = {}
     for event in story.events:
@@ -150,7 +165,7 @@ def hooks_table(story: RunStory, *, full: bool, limit: int) -> Table | None:
     table = Table(show_edge=False, pad_edge=False)
     for name in ("id", "token", "status", "received", "payloads"):
         table.add_column(name, overflow="fold")
-    for hook in story.hooks:
+    for hook in story.own_hooks:
         payloads = received.get(hook.hook_id, [])
         table.add_row(hook.hook_id, clip(hook.token, full=full, limit=60),
                       Text(str(hook.status), style=style_of(hook.status)), str(hook.received_count),

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+from ..runtime.children import CHILD_TOKEN_PREFIX
 from ..runtime.entities import Event, Hook, Run, Step, Wait, utcnow
 from ..runtime.errors import InvalidIdError, NotFoundError, RunNotFoundError
 from ..runtime.ids import validate_id
-from ..runtime.operations import all_pages
+from ..runtime.operations import START_CHILD_STEP, all_pages
+from ..runtime.serialization import deserialize
 from ..runtime.world import StreamInfo, World
 from .render import between, call_json, payload_json
 from .state_paths import state_paths
@@ -27,6 +30,18 @@ class RunStory:
     events: list[Event]
     #: When it was read: the right end of the timeline of a run still going.
     now: datetime
+    #: The child runs it started, in the order it started them.
+    children: list[Run] = field(default_factory=list)
+
+    @property
+    def own_steps(self) -> list[Step]:
+        """Its steps without the built-in ones that start child runs (shown as children)."""
+        return [s for s in self.steps if s.step_name != START_CHILD_STEP]
+
+    @property
+    def own_hooks(self) -> list[Hook]:
+        """Its hooks without those a child's end is delivered to (shown as children)."""
+        return [h for h in self.hooks if not h.token.startswith(CHILD_TOKEN_PREFIX)]
 
     def duration(self) -> float | None:
         """Seconds from creation to the end (or to now, for a run still going)."""
@@ -53,7 +68,12 @@ async def load_story(world: World, run_id: str) -> RunStory:
     waits = await all_pages(lambda c: world.waits.list(run_id=run_id, cursor=c))
     streams = await world.streams.list(run_id)
     events = await world.events.list(run_id)
-    return RunStory(run, steps, hooks, waits, streams, events, utcnow())
+    children = []
+    for step in steps:
+        if step.step_name == START_CHILD_STEP and step.status == "completed" and isinstance(step.output, str):
+            with contextlib.suppress(NotFoundError, InvalidIdError):
+                children.append(await world.runs.get(deserialize(step.output), resolve_data=False))
+    return RunStory(run, steps, hooks, waits, streams, events, utcnow(), children)
 
 
 def story_json(story: RunStory) -> dict[str, Any]:
@@ -76,6 +96,8 @@ def story_json(story: RunStory) -> dict[str, Any]:
         "steps": steps,
         "hooks": [{**h.to_dict(), "metadata": payload_json(h.metadata)} for h in story.hooks],
         "waits": [w.to_dict() for w in story.waits],
+        "children": [{"run_id": c.run_id, "workflow_name": c.workflow_name, "status": str(c.status)}
+                     for c in story.children],
         "streams": [{"name": s.name, "chunks": s.chunks, "closed": s.closed} for s in story.streams],
         "state_paths": paths,
         "events": [e.to_dict() for e in story.events],

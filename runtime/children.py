@@ -12,7 +12,13 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from .entities import Run
-from .errors import NotFoundError, RunExpiredError, WorkflowRunCancelledError, WorkflowRunFailedError
+from .errors import (
+    HookNotFoundError,
+    NotFoundError,
+    RunExpiredError,
+    WorkflowRunCancelledError,
+    WorkflowRunFailedError,
+)
 from .loader import ORIGIN_ATTRIBUTE, origin_of
 from .registry import REGISTRY, step
 from .serialization import deserialize
@@ -77,7 +83,7 @@ async def notify_parent(world: World, run: Run) -> None:
         return
 
     payload = {"status": str(run.status), "output": run.output, "error": run.error, "run_id": run.run_id}
-    with contextlib.suppress(NotFoundError, RunExpiredError):  # the parent is over: nobody waits
+    with contextlib.suppress(NotFoundError, RunExpiredError, HookNotFoundError):  # the parent is over: nobody waits
         await resume_hook_in(world, token, payload)
 
 

@@ -77,25 +77,27 @@ async def child_run_ids(world: World, run_id: str) -> list[str]:
 async def cancel_run(world: World, run_id: str, *, reason: str | None = None, children: bool = True) -> CancelResult:
     """End the run as cancelled, and (with `children`) every child run it still awaits, depth first.
 
-    In-flight steps may finish; pending timers and hooks are dropped. A parent waiting on a
-    cancelled child hears of it. Cancelling a run that already ended changes nothing.
+    The run ends first, then its children: a child cancelled first would tell its parent,
+    whose code could end it as failed before it is cancelled. In-flight steps may finish;
+    pending timers and hooks are dropped. A parent waiting on a cancelled child hears of it.
+    Cancelling a run that already ended changes nothing.
     """
     run = await get_run(world, run_id, resolve_data=False)
     done: list[str] = []
     if run.status.terminal:
         return CancelResult(run_id, run.status, False)
-    if children:
-        for child_id in await child_run_ids(world, run_id):
-            with contextlib.suppress(RunNotFoundError):
-                result = await cancel_run(world, child_id, reason=f"its parent {run_id} was cancelled")
-                done.extend([child_id] if result.cancelled else [])
-                done.extend(result.children)
     data = {"reason": reason} if reason else {}
     with contextlib.suppress(EntityConflictError, RunExpiredError):  # it ended meanwhile: say how
         await world.events.create(run_id, Event(run_id, E.RUN_CANCELLED, data=data))
     run = await world.runs.get(run_id, resolve_data=False)
     if run.status != RunStatus.CANCELLED:
         return CancelResult(run_id, run.status, False, done)
+    if children:
+        for child_id in await child_run_ids(world, run_id):
+            with contextlib.suppress(RunNotFoundError):
+                result = await cancel_run(world, child_id, reason=f"its parent {run_id} was cancelled")
+                done.extend([child_id] if result.cancelled else [])
+                done.extend(result.children)
     await notify_parent(world, run)  # a parent waiting on this child learns it now
     return CancelResult(run_id, run.status, True, done)
 

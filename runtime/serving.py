@@ -41,13 +41,26 @@ async def no_live_worker(world: World) -> bool:
 
 
 def served_workflows(workers: list[dict[str, Any]]) -> set[str] | None:
-    """The workflows the live workers serve; None if one of them does not say (it may serve any)."""
-    served: set[str] = set()
+    """The workflows the live workers serve; None if a worker process does not say (it may serve any).
+
+    Workers of one process share its loaded code, so one entry of a process that lists its
+    workflows speaks for the others (`wf dev` lists them; its worker may not).
+    """
+    by_process: dict[str, set[str] | None] = {}
     for worker in workers:
+        holder = worker.get("holder")
+        process = repr(sorted(holder.items())) if isinstance(holder, dict) else str(worker.get("worker_id"))
         names = worker.get("workflows")
-        if not isinstance(names, list):
+        known = by_process.get(process)
+        if isinstance(names, list):
+            by_process[process] = (known or set()) | {str(n) for n in names}
+        elif process not in by_process:
+            by_process[process] = None
+    served: set[str] = set()
+    for names in by_process.values():
+        if names is None:
             return None
-        served.update(str(n) for n in names)
+        served |= names
     return served
 
 

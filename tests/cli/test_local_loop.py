@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,6 +45,10 @@ async def napper(x: int) -> int:
 @wf.workflow
 async def parent(x: int) -> int:
     return await napper(x)
+
+@wf.workflow
+async def parent_quick(x: int) -> int:
+    return await add_ten(x)
 '''
 
 OTHER = '''
@@ -155,7 +160,7 @@ def test_no_path_imports_only_workflow_modules(project: Path, tmp_path: Path) ->
         assert proc.stderr is not None
         first, second = proc.stderr.readline(), proc.stderr.readline()
         assert "broken.py" in first and first.startswith("warning:"), first
-        assert "ready: 4 workflow(s)" in second, second
+        assert "ready: 5 workflow(s)" in second, second
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -218,7 +223,7 @@ async def test_wf_start_raises_type_error_and_records_nothing(tmp_path: Path) ->
     module = import_path(Path(__file__).with_name("flows.py"))
     wf.configure(data_dir=tmp_path / "data")
     try:
-        with pytest.raises(TypeError, match="wrong arguments for workflow .*retrying"):
+        with pytest.raises(TypeError, match=r"wrong arguments for workflow .*retrying"):
             await wf.start_async(module.retrying, 1, 2)
         with pytest.raises(TypeError, match="missing a required argument"):
             await wf.start_async(module.retrying.name)
@@ -393,3 +398,109 @@ def test_cancel_reaches_children_unless_detached(project: Path, tmp_path: Path) 
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+# --- item 13: the smaller rough edges ---
+
+
+def test_a_parent_shows_child_runs_and_its_trace_names_the_workflow_line(project: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    done = wf_in(project, data, "start", "parent_quick", "1", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    parent_id = json.loads(done.stdout)["run_id"]
+    story = wf_in(project, data, "inspect", parent_id)
+    assert story.returncode == 0, story.stderr
+    as_json = json.loads(wf_in(project, data, "inspect", parent_id, "--json").stdout)
+    (child,) = as_json["children"]
+    assert child["workflow_name"] == "flows.add_ten" and child["status"] == "completed"
+    assert "Children" in story.stdout and child["run_id"] in story.stdout
+    assert "start_child" not in story.stdout.split("Timeline")[0], story.stdout
+    assert "Hooks" not in story.stdout and "wfchild_" not in story.stdout.split("Timeline")[0]
+
+    trace = wf_in(tmp_path, data, "replay", parent_id, "--trace")
+    assert trace.returncode == 0, trace.stdout + trace.stderr
+    sites = re.findall(r"\[([^\]]+)\]", trace.stdout.replace("\n", ""))  # the call sites, [file:line]
+    assert sites and all(site.endswith(tuple(f"flows.py:{n}" for n in range(20, 40))) for site in sites), sites
+    assert "replay_cmds" not in trace.stdout
+
+
+def test_piped_tables_keep_ids_whole(project: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run_id = wf_in(project, data, "start", "flows.py:napper", "1").stdout.strip()
+    env = cli_env(data)
+    env.pop("COLUMNS")
+    listed = subprocess.run([sys.executable, "-m", "wf.cli", "queue", "ls"], cwd=project, env=env,
+                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert listed.returncode == 0, listed.stderr
+    assert any(line.startswith(run_id + " ") for line in listed.stdout.splitlines()), listed.stdout
+
+
+def test_a_garbage_cursor_is_bad_input(project: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    wf_in(project, data, "start", "flows.py:add_ten", "1")
+    for cursor in ("garbage", "wrun_knosuchrun"):
+        result = wf_in(project, data, "inspect", "runs", "--cursor", cursor)
+        assert result.returncode == 2 and "invalid cursor" in result.stderr, (cursor, result.stdout, result.stderr)
+        assert len(result.stderr.splitlines()) == 1
+
+
+def test_doctor_does_not_promise_to_fix_a_corrupt_log_and_its_help_is_right(project: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    done = wf_in(project, data, "start", "flows.py:add_ten", "1", "--wait", "--json")
+    run_id = json.loads(done.stdout)["run_id"]
+    (data / "runs" / run_id / "events.jsonl").write_bytes(b"\x00garbage{\n")
+    report = wf_in(project, data, "doctor")
+    assert report.returncode == 1
+    assert "repairs them" not in report.stdout and "cannot repair" in report.stdout, report.stdout
+    helped = wf_in(project, data, "doctor", "--help")
+    assert "wf/runtime/doctor.py" not in helped.stdout and "runtime/doctor.py" in helped.stdout
+
+
+def test_hook_resume_before_the_hook_exists_says_it_may_not_exist_yet(project: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    wf_in(project, data, "start", "flows.py:add_ten", "1")
+    early = wf_in(project, data, "hook", "resume", "not-yet", "{}")
+    assert early.returncode == 2 and "may not exist yet" in early.stderr
+
+
+# --- items 4 and 10: doctor names what no worker will run ---
+
+
+def test_doctor_notes_runs_no_live_worker_will_run(project: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run_id = wf_in(project, data, "start", "flows.py:napper", "1").stdout.strip()
+    alone = json.loads(wf_in(project, data, "doctor", "--json").stdout)
+    assert alone["findings"] == []
+    assert any("no worker is running" in note and "flows.napper" in note and "flows.py" in note
+               for note in alone["notes"]), alone
+
+    async def bare_client() -> None:
+        world = LocalWorld(data, fsync=False)
+        await world.start()
+        try:
+            await start_run(world, "ghost.flow", [], {})
+        finally:
+            await world.close()
+
+    asyncio.run(bare_client())
+    port = _free_port()
+    dev = subprocess.Popen([sys.executable, "-m", "wf.cli", "dev", "flows.py", "--no-live", "--no-reload",
+                            "--port", str(port)], cwd=project, env=cli_env(data), stderr=subprocess.PIPE,
+                           stdout=subprocess.DEVNULL, text=True)
+    try:
+        assert dev.stderr is not None and "wf dev ready" in dev.stderr.readline()
+        report = wf_in(project, data, "doctor")
+        assert report.returncode == 0, report.stdout
+        assert "no live worker serves workflow ghost.flow" in report.stdout, report.stdout
+        assert "flows.napper" not in report.stdout and run_id not in report.stdout
+    finally:
+        dev.send_signal(signal.SIGINT)
+        dev.wait(30)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
