@@ -278,7 +278,9 @@ def _trace_from(run_id: str, attributes: dict[str, Any] | None) -> RunTrace:
         if link_trace and link_span:
             link = (link_trace, link_span)
         if trace_id and parent_id:
-            return RunTrace(run_id, trace_id, parent_id, link)
+            if attributes.get("parent_token"):  # a child run, nested under its parent's call
+                return RunTrace(run_id, trace_id, parent_id, link)
+            link = link or (trace_id, parent_id)  # a fork of a child: its own trace, linked to that call
         return RunTrace(run_id, run_trace_id(run_id), None, link)
     return RunTrace(run_id, run_trace_id(run_id), None, None)
 
@@ -373,12 +375,13 @@ def _start_attempt(run_id: str, step_id: str, step_name: str, attempt: int, work
     tracer = _tracer(api)
     if tracer is not None:
         trace = _trace_of(run_id)
-        span = _start_span(
-            api, tracer, f"wf.step {step_name}", trace_id=trace.trace_id,
-            span_id=attempt_span_id(run_id, step_id, attempt), parent_id=trace.span_id, start_ns=start_ns,
-            attributes={"wf.run.id": run_id, "wf.workflow.name": workflow_name, "wf.step.name": step_name,
-                        "wf.step.id": step_id, "wf.step.attempt": attempt, "wf.step.retry": attempt > 1},
-        )
+        attributes = {"wf.run.id": run_id, "wf.workflow.name": workflow_name, "wf.step.name": step_name,
+                      "wf.step.id": step_id, "wf.step.attempt": attempt}
+        if attempt > 1:
+            attributes["wf.step.retry"] = True
+        span = _start_span(api, tracer, f"wf.step {step_name}", trace_id=trace.trace_id,
+                           span_id=attempt_span_id(run_id, step_id, attempt), parent_id=trace.span_id,
+                           start_ns=start_ns, attributes=attributes)
     holder = Attempt(span, step_name, metric_attributes, start_ns)
     if len(_attempts) >= MAX_OPEN:  # outcomes never recorded here (a conflict, a stop): forget the oldest
         del _attempts[next(iter(_attempts))]
@@ -452,9 +455,7 @@ def _attempt_recorded(api: _Api, event: Event, result: EventResult) -> None:
     span = holder.span
     if span is None:
         return
-    if kind == E.STEP_COMPLETED:
-        span.set_attribute("wf.step.outcome", "completed")
-    else:
+    if kind != E.STEP_COMPLETED:  # a completed attempt leaves its status unset (success)
         error = event.data.get("error") or {}
         _error_status(api, span, error, recorded=holder.raised, at_ns=end_ns)
         if kind == E.STEP_RETRYING:
