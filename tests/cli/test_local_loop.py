@@ -504,3 +504,79 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# --- item 7: lists are newest first by creation time ---
+
+
+def test_child_runs_and_forks_list_in_time_order(project: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    parent = json.loads(wf_in(project, data, "start", "parent_quick", "1", "--wait", "--json").stdout)["run_id"]
+    later = json.loads(wf_in(project, data, "start", "add_ten", "2", "--wait", "--json").stdout)["run_id"]
+    forked = json.loads(wf_in(project, data, "fork", parent, "--json").stdout)["run_id"]
+    items = json.loads(wf_in(project, data, "inspect", "runs", "--json").stdout)["items"]
+    child = next(r["run_id"] for r in items if r["attributes"].get("parent_run_id") == parent)
+    assert child.startswith("wrun_k")
+    listed = [r["run_id"] for r in items]
+    assert listed[:4] == [forked, later, child, parent], listed
+    created = [r["created_at"] for r in items]
+    assert created == sorted(created, reverse=True)
+    page = json.loads(wf_in(project, data, "inspect", "runs", "--json", "--limit", "2", "--cursor",
+                            later).stdout)["items"]
+    assert [r["run_id"] for r in page] == [child, parent]
+
+
+# --- item 15: finding runs ---
+
+
+def test_runs_by_time_text_and_tags_with_counts(project: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    tagged = wf_in(project, data, "start", "flows.py:add_ten", "1001", "--tag", "env=prod", "--tag", "team=a",
+                   "--wait", "--json")
+    assert tagged.returncode == 0, tagged.stderr
+    a = json.loads(tagged.stdout)["run_id"]
+    b = json.loads(wf_in(project, data, "start", "add_ten", "2", "--tag", "env=dev", "--wait", "--json").stdout)[
+        "run_id"]
+    c = wf_in(project, data, "start", "napper", "3").stdout.strip()
+
+    def ids(*args: str) -> list[str]:
+        result = wf_in(project, data, "inspect", "runs", "--json", *args)
+        assert result.returncode == 0, result.stderr
+        return [item["run_id"] for item in json.loads(result.stdout)["items"]]
+
+    assert ids("--search", "1001") == [a]  # the input
+    assert ids("--search", "1011") == [a]  # the output
+    assert ids("--search", b[-8:].lower()) == [b]  # the id, any case
+    assert ids("--tag", "env=prod") == [a]
+    assert ids("--tag", "env") == [b, a]
+    assert ids("--tag", "env=prod", "--tag", "team=b") == []
+    assert ids("--since", "1h") == [c, b, a]
+    assert ids("--until", "1h") == []
+    assert ids("--since", "2020-01-01T00:00", "--status", "completed", "--limit", "1") == [b]
+    counted = json.loads(wf_in(project, data, "inspect", "runs", "--json", "--tag", "env").stdout)["counts"]
+    assert counted == {"pending": 0, "running": 0, "completed": 2, "failed": 0, "cancelled": 0}
+    table = wf_in(project, data, "inspect", "runs")
+    assert "runs by status: 1 pending · 2 completed" in table.stdout, table.stdout
+    assert "env=prod, team=a" in table.stdout
+    story = wf_in(project, data, "inspect", a)
+    assert "tags" in story.stdout and "env=prod, team=a" in story.stdout
+
+    for args in (["inspect", "runs", "--since", "yesterday-ish"], ["inspect", "steps", "--search", "x"],
+                 ["start", "add_ten", "1", "--tag", "novalue"]):
+        bad = wf_in(project, data, *args)
+        lines = [line for line in bad.stderr.splitlines() if not line.startswith("warning:")]
+        assert bad.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), (args, bad.stderr)
+
+
+async def test_wf_start_takes_tags(tmp_path: Path) -> None:
+    import wf
+
+    module = import_path(Path(__file__).with_name("flows.py"))
+    wf.configure(data_dir=tmp_path / "data")
+    try:
+        run = await wf.start_async(module.retrying, 1, tags={"customer": "c-9"})
+        assert (await run.info_async()).attributes["tags"] == {"customer": "c-9"}
+        with pytest.raises(TypeError, match="tags"):
+            await wf.start_async(module.retrying, 1, tags={"n": 1})
+    finally:
+        wf.configure(data_dir=None)
