@@ -35,3 +35,20 @@ async def order_flow(order: str) -> dict:
     approval = await wf.create_hook(token="approve:" + order)
     total = await child_total(21)
     return {"charged": charged, "approval": approval, "total": total}
+
+
+@wf.step
+async def tick(n: int) -> int:
+    import asyncio
+
+    out = wf.get_writable("ticks")
+    for i in range(n):
+        out.write(f"tick {i}")
+        await asyncio.sleep(0.25)
+    out.close()
+    return n
+
+
+@wf.workflow
+async def ticker(n: int) -> int:
+    return await tick(n)

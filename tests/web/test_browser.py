@@ -164,6 +164,12 @@ def test_the_trace_has_a_bar_per_attempt_and_a_hook_resumed_by_form_completes_th
     assert step.locator(".bar.k-backoff").count() == 2  # the retry gaps
     assert page.locator('#trace .row[data-row="wait_1"] .bar.k-sleep').count() == 1
     assert page.locator('#trace .row[data-row="hook_1"] .bar.k-hook').count() == 1
+    wait_bar = page.locator('#trace .row[data-row="wait_1"] .bar.k-sleep')
+    width = wait_bar.bounding_box()["width"]
+    page.click("[data-zoom=in]")
+    assert abs(wait_bar.bounding_box()["width"] - 2 * width) < 2  # zoomed in: twice as wide
+    page.click("[data-zoom=fit]")
+    assert abs(wait_bar.bounding_box()["width"] - width) < 2
     step.locator(".bar.k-attempt.s-completed").click()
     detail = page.locator("#detail")
     detail.locator(".step-output").wait_for()
@@ -262,3 +268,21 @@ def test_the_workflows_page_starts_a_run_with_json_arguments(dev: Dev, page: Any
     bad.locator("input[name=args]").fill("[5")
     bad.locator("button[type=submit]").click()
     assert "not JSON" in bad.locator(".result").inner_text()
+
+
+def test_a_stream_is_tailed_live_while_its_step_writes(dev: Dev, page: Any) -> None:
+    code, body = dev.call("POST", "/api/runs", {"workflow": "flows.ticker", "args": [12]})
+    assert code == 201, body
+    run_id = body["run_id"]
+    dev.until(run_id, lambda s: any(x["name"] == "ticks" for x in s["streams"]), "the stream opening")
+    page.goto(f"{dev.base}/runs/{run_id}")
+    stream = page.locator('pre.stream[data-stream="ticks"]')
+    stream.wait_for()
+    page.evaluate("window.__sameDocument = true")
+    first = stream.inner_text()
+    assert "tick 11" not in first  # the step is still writing
+    page.wait_for_function("document.querySelector('pre.stream').textContent.includes('tick 11')")
+    assert page.evaluate("window.__sameDocument") is True
+    lines = stream.inner_text().split()
+    assert lines == [word for i in range(12) for word in ("tick", str(i))]  # every chunk once, in order
+    page.wait_for_function("document.querySelector('#streams h3').textContent.includes('closed (12 chunks)')")
