@@ -217,14 +217,17 @@ def _tracer(api: _Api) -> Any:
     return tracer
 
 
-def _start_span(api: _Api, tracer: Any, name: str, *, trace_id: int, span_id: int, parent_id: int | None,
-                start_ns: int, attributes: dict[str, Any], links: Sequence[Any] = ()) -> Any:
-    """Start a span with the given ids; `parent_id` None makes it the root of trace `trace_id`."""
+def _parent(api: _Api, trace_id: int, parent_id: int | None) -> Any:
+    """The context to start a span in: under span `parent_id` of trace `trace_id`, or a root when None."""
     if parent_id is None:
-        context = api.empty_context
-    else:
-        parent = api.SpanContext(trace_id, parent_id, is_remote=True, trace_flags=api.sampled)
-        context = api.trace.set_span_in_context(api.NonRecordingSpan(parent), api.empty_context)
+        return api.empty_context
+    parent = api.SpanContext(trace_id, parent_id, is_remote=True, trace_flags=api.sampled)
+    return api.trace.set_span_in_context(api.NonRecordingSpan(parent), api.empty_context)
+
+
+def _start_span(api: _Api, tracer: Any, name: str, *, trace_id: int, span_id: int, context: Any,
+                start_ns: int, attributes: dict[str, Any], links: Sequence[Any] = ()) -> Any:
+    """Start a span with the given ids in `context` (see `_parent`)."""
     _preset.trace_id, _preset.span_id = trace_id, span_id
     try:
         return tracer.start_span(name, context=context, kind=api.SpanKind.INTERNAL, attributes=attributes,
@@ -248,13 +251,20 @@ def _ns(at: datetime | None) -> int:
 class RunTrace:
     """Where a run's spans go: its trace, its span's parent (child runs) and its link (the starter)."""
 
-    __slots__ = ("link", "parent_id", "span_id", "trace_id")
+    __slots__ = ("_inside", "link", "parent_id", "span_id", "trace_id")
 
     def __init__(self, run_id: str, trace_id: int, parent_id: int | None, link: tuple[int, int] | None) -> None:
         self.trace_id = trace_id
         self.span_id = run_span_id(run_id)
         self.parent_id = parent_id
         self.link = link
+        self._inside: Any = None
+
+    def inside(self, api: _Api) -> Any:
+        """The context of spans under the run's span (made once per run)."""
+        if self._inside is None:
+            self._inside = _parent(api, self.trace_id, self.span_id)
+        return self._inside
 
 
 _runs: dict[str, RunTrace] = {}
@@ -380,7 +390,7 @@ def _start_attempt(run_id: str, step_id: str, step_name: str, attempt: int, work
         if attempt > 1:
             attributes["wf.step.retry"] = True
         span = _start_span(api, tracer, f"wf.step {step_name}", trace_id=trace.trace_id,
-                           span_id=attempt_span_id(run_id, step_id, attempt), parent_id=trace.span_id,
+                           span_id=attempt_span_id(run_id, step_id, attempt), context=trace.inside(api),
                            start_ns=start_ns, attributes=attributes)
     holder = Attempt(span, step_name, metric_attributes, start_ns)
     if len(_attempts) >= MAX_OPEN:  # outcomes never recorded here (a conflict, a stop): forget the oldest
@@ -524,7 +534,7 @@ def _run_ended(api: _Api, trace: RunTrace, event: Event, run: Run) -> None:
         attributes["wf.run.parent_id"] = parent_run
     end_ns = _ns(event.created_at)
     span = _start_span(api, tracer, f"wf.run {run.workflow_name}", trace_id=trace.trace_id,
-                       span_id=trace.span_id, parent_id=trace.parent_id,
+                       span_id=trace.span_id, context=_parent(api, trace.trace_id, trace.parent_id),
                        start_ns=_ns(run.created_at or event.created_at), attributes=attributes, links=links)
     if event.event_type == E.RUN_FAILED:
         _error_status(api, span, event.data.get("error") or {}, recorded=False, at_ns=end_ns)
@@ -544,7 +554,7 @@ def _wait_ended(api: _Api, trace: RunTrace, event: Event, result: EventResult) -
         start = wait.created_at or start
         attributes["wf.wait.resume_at"] = wait.resume_at.isoformat()
     span = _start_span(api, tracer, "wf.sleep", trace_id=trace.trace_id, span_id=wait_span_id(run.run_id, wait_id),
-                       parent_id=trace.span_id, start_ns=_ns(start), attributes=attributes)
+                       context=trace.inside(api), start_ns=_ns(start), attributes=attributes)
     span.end(end_time=_ns(event.created_at))
 
 
@@ -574,7 +584,7 @@ def _hook_received(api: _Api, trace: RunTrace, event: Event, result: EventResult
     if current.is_valid:  # whoever resumed the hook (a webhook's request, a child's last step...)
         links.append(api.Link(current, {"wf.link": "resumed_by"}))
     span = _start_span(api, tracer, name, trace_id=trace.trace_id, span_id=hook_span_id(run.run_id, hook_id, number),
-                       parent_id=trace.span_id, start_ns=_ns(start), attributes=attributes, links=links)
+                       context=trace.inside(api), start_ns=_ns(start), attributes=attributes, links=links)
     span.end(end_time=_ns(event.created_at))
 
 
