@@ -12,7 +12,8 @@ event loop), running workflows of `--steps` zero-cost steps, half async, half sy
 - on:        the SDK's TracerProvider with a BatchSpanProcessor (an exporter that drops the
              spans) and a MeterProvider with a reader: every span and metric really made.
 
-Modes are interleaved over the rounds; each mode's figure is its best process (the one least\ndisturbed by other load on the machine), with the median beside it.
+Modes are interleaved over the rounds; each mode's figure is its best process (the one least
+disturbed by other load on the machine), with the median beside it.
 """
 
 from __future__ import annotations
