@@ -31,7 +31,7 @@ _CREATIONS = (E.STEP_CREATED, E.WAIT_CREATED, E.HOOK_CREATED, E.HOOK_CONFLICT)
 
 
 async def start(world: World, data: Any) -> str:
-    """Start a run from {"workflow": NAME, "args": [...], "kwargs": {...}}; returns its id."""
+    """Start a run from {"workflow": NAME, "args": [...], "kwargs": {...}, "tags": {...}}; returns its id."""
     if not isinstance(data, dict) or not isinstance(data.get("workflow"), str):
         raise HttpError(400, 'expected {"workflow": NAME, "args": [...], "kwargs": {...}}')
     name = data["workflow"]
@@ -39,13 +39,14 @@ async def start(world: World, data: Any) -> str:
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise HttpError(400, "args must be a list and kwargs an object")
     key = data.get("idempotency_key")
+    tags = data.get("tags") or None
     try:
         REGISTRY.workflow(name)
-        run = await start_run(world, name, args, kwargs, idempotency_key=key)
+        run = await start_run(world, name, args, kwargs, idempotency_key=key, tags=tags)
     except WorkflowNotFoundError as exc:
         raise HttpError(404, str(exc)) from None
-    except (SerializationError, InvalidIdError) as exc:
-        raise HttpError(400, str(exc)) from None
+    except (SerializationError, InvalidIdError, TypeError) as exc:  # TypeError: arguments that do not fit
+        raise HttpError(400, str(exc).splitlines()[0]) from None
     return run.id
 
 

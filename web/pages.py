@@ -66,6 +66,8 @@ def runs_page(query: RunsQuery, page: RunsPage, counts: dict[str, int] | None, w
         f'value="{escape(query.q or "")}" aria-label=search>'
         f'<select name=status aria-label=status><option value="">any status</option>{status_options}</select>'
         f'<select name=workflow aria-label=workflow><option value="">any workflow</option>{wf_options}</select>'
+        f'<input name=tag placeholder="tag KEY=VALUE" value="{escape(query.tags[0] if query.tags else "")}" '
+        'aria-label=tag size=14>'
         f'<label>from <input type=datetime-local name=since value="{_local_input(query.since)}"></label>'
         f'<label>to <input type=datetime-local name=until value="{_local_input(query.until)}"></label>'
         "<button type=submit>Filter</button> <a href='/'>clear</a></form>"
@@ -77,39 +79,46 @@ def runs_page(query: RunsQuery, page: RunsPage, counts: dict[str, int] | None, w
 
 def runs_fragment(query: RunsQuery, page: RunsPage, counts: dict[str, int] | None) -> str:
     """The counts and the table of one page of runs (swapped in live by runs.js)."""
-    base = {k: v for k, v in (("q", query.q), ("workflow", query.workflow)) if v}
+    base: dict[str, Any] = {k: v for k, v in (("q", query.q), ("workflow", query.workflow)) if v}
+    if query.tags:
+        base["tag"] = query.tags
     if counts is None:
         count_html = "<span class=muted>counting…</span>"
     else:
         total = sum(counts.values())
-        links = [f'<a class="count{" on" if not query.status else ""}" href="/?{urlencode(base)}">'
+        links = [f'<a class="count{" on" if not query.status else ""}" href="/?{urlencode(base, doseq=True)}">'
                  f"all <b>{total}</b></a>"]
         for s in STATUSES:
             on = " on" if query.status == s else ""
-            links.append(f'<a class="count st-{s}{on}" data-status="{s}" href="/?{urlencode({**base, "status": s})}">'
-                         f"{s} <b>{counts.get(s, 0)}</b></a>")
+            href = "/?" + urlencode({**base, "status": s}, doseq=True)
+            count = counts.get(s, 0)
+            links.append(f'<a class="count st-{s}{on}" data-status="{s}" href="{href}">{s} <b>{count}</b></a>')
         count_html = "".join(links)
     rows = []
     for run in page.runs:
         row = run_row(run)
         error = f'<div class="err small">{escape(row["error"][:200])}</div>' if row["error"] else ""
+        tags = "".join(f'<span class="tag">{escape(k)}={escape(v)}</span>' for k, v in row["tags"].items())
         rows.append(
             f'<tr data-run-id="{escape(row["run_id"])}"><td><a class=mono href="/runs/{escape(row["run_id"])}">'
-            f'{escape(row["run_id"])}</a></td><td>{escape(short_name(row["workflow"]))}'
+            f'{escape(row["run_id"])}</a>{tags}</td><td>{escape(short_name(row["workflow"]))}'
             f'<div class="muted small">{escape(row["workflow"])}</div></td>'
             f'<td><span class="badge st-{row["status"]}">{row["status"]}</span>{error}</td>'
             f'<td>{_fmt_time(row["created_at"])}</td><td>{_duration(row["duration"])}</td></tr>')
     if not rows:
         rows.append("<tr><td colspan=5 class=muted>No runs match.</td></tr>")
     more = ""
-    params = {k: v for k, v in (("q", query.q), ("status", query.status), ("workflow", query.workflow),
-                                ("since", _local_input(query.since)), ("until", _local_input(query.until)),
-                                ("limit", str(query.limit) if query.limit != 50 else "")) if v}
+    params: dict[str, Any] = {k: v for k, v in (
+        ("q", query.q), ("status", query.status), ("workflow", query.workflow), ("since", _local_input(query.since)),
+        ("until", _local_input(query.until)), ("limit", str(query.limit) if query.limit != 50 else "")) if v}
+    if query.tags:
+        params["tag"] = query.tags
     if query.cursor:
-        more += f'<a href="/?{urlencode(params)}">« newest</a> '
+        more += f'<a href="/?{urlencode(params, doseq=True)}">« newest</a> '
     if page.next_cursor:
         note = f" (searched {page.scanned} runs so far)" if page.partial else ""
-        more += f'<a id=next-page href="/?{urlencode({**params, "cursor": page.next_cursor})}">older »</a>{note}'
+        more += (f'<a id=next-page href="/?{urlencode({**params, "cursor": page.next_cursor}, doseq=True)}">'
+                 f"older »</a>{note}")
     return (f"<div class=counts>{count_html}</div><table class=runs><thead><tr><th>run</th><th>workflow</th>"
             f"<th>status</th><th>created</th><th>duration</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
             f"<div class=pager>{more}</div>")

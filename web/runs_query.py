@@ -18,7 +18,7 @@ from typing import Any
 from ..runtime.entities import Run, RunStatus
 from ..runtime.errors import InvalidIdError, NotFoundError
 from ..runtime.ids import validate_id
-from ..runtime.run_search import RunFilter
+from ..runtime.run_search import RunFilter, parse_tag_filters
 from ..runtime.world import World
 from .limits import HttpError
 
@@ -39,6 +39,8 @@ class RunsQuery:
     q: str | None = None
     cursor: str | None = None
     limit: int = PAGE_SIZE
+    #: `KEY=VALUE` or `KEY` (any value), as `wf inspect runs --tag` takes them.
+    tags: list[str] = field(default_factory=list)
 
     @classmethod
     def from_params(cls, params: Any) -> RunsQuery:
@@ -59,17 +61,22 @@ class RunsQuery:
                 validate_id(cursor, "cursor")
             except InvalidIdError:
                 raise HttpError(400, "invalid cursor") from None
+        tags = [t.strip() for t in params.getlist("tag") if t.strip()] if hasattr(params, "getlist") else []
+        try:
+            parse_tag_filters(tags)
+        except ValueError as exc:
+            raise HttpError(400, str(exc).replace("--tag", "tag")) from None
         return cls(status, params.get("workflow") or None, _time(params, "since"), _time(params, "until"),
-                   q, cursor, limit)
+                   q, cursor, limit, tags)
 
     @property
     def run_filter(self) -> RunFilter:
-        return RunFilter(since=self.since, until=self.until, search=self.q)
+        return RunFilter(since=self.since, until=self.until, search=self.q, tags=parse_tag_filters(self.tags))
 
     @property
     def plain(self) -> bool:
         """Whether the World's own listing answers it (no time range, no search)."""
-        return self.since is None and self.until is None and self.q is None
+        return self.since is None and self.until is None and self.q is None and not self.tags
 
 
 def _time(params: Any, name: str) -> datetime | None:

@@ -60,7 +60,8 @@ def run_row(run: Run) -> dict[str, Any]:
     return {"run_id": run.run_id, "workflow": run.workflow_name, "status": str(run.status),
             "created_at": iso(run.created_at), "completed_at": iso(run.completed_at),
             "duration": seconds_between(run.created_at, run.completed_at),
-            "error": f"{run.error.get('type', 'Error')}: {run.error.get('message', '')}" if run.error else None}
+            "error": f"{run.error.get('type', 'Error')}: {run.error.get('message', '')}" if run.error else None,
+            "tags": dict(run.attributes.get("tags") or {})}
 
 
 async def run_story(world: World, run_id: str) -> dict[str, Any]:

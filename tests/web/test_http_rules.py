@@ -190,7 +190,8 @@ async def test_bad_input_gets_one_line_and_a_proper_status(serve: Any) -> None:
     cases = [
         ("GET", "/api/runs?status=bogus", 400), ("GET", "/api/runs?limit=0", 400), ("GET", "/api/runs?limit=x", 400),
         ("GET", "/api/runs?cursor=%%%", 400), ("GET", "/api/runs?cursor=WyJ4Il0=", 400),
-        ("GET", "/api/runs?since=yesterday", 400), ("GET", "/api/runs/..%2F..%2Fetc%2Fpasswd", 404),
+        ("GET", "/api/runs?since=yesterday", 400), ("GET", "/api/runs?tag==x", 400),
+        ("GET", "/api/runs/..%2F..%2Fetc%2Fpasswd", 404),
         ("GET", "/api/runs/wrun_nope", 404), ("GET", "/runs/wrun_nope", 404), ("GET", "/nowhere", 404),
         ("GET", f"/api/live/runs/{run_id}?after=x", 400), ("GET", f"/api/runs/{run_id}/streams/..%2Fx", 404),
     ]
@@ -202,6 +203,8 @@ async def test_bad_input_gets_one_line_and_a_proper_status(serve: Any) -> None:
     posts = [
         ("/api/runs", [1, 2], 400), ("/api/runs", {"workflow": "no.such"}, 404),
         ("/api/runs", {"workflow": doubled.name, "args": "x"}, 400),
+        ("/api/runs", {"workflow": doubled.name, "args": [1, 2, 3]}, 400),  # does not fit doubled(x)
+        ("/api/runs", {"workflow": doubled.name, "args": [1], "tags": {"team": 5}}, 400),
         (f"/api/runs/{run_id}/fork", {"at": 999}, 400), (f"/api/runs/{run_id}/fork", {"at": "x"}, 400),
         (f"/api/runs/{run_id}/cancel", {"reason": 5}, 400), ("/api/runs/wrun_nope/cancel", {}, 404),
         ("/api/hooks/resume", {"token": "nobody", "payload": 1}, 404), ("/api/hooks/resume", {"payload": 1}, 400),
@@ -249,3 +252,11 @@ async def test_runs_are_listed_newest_first_filtered_searched_and_paged(serve: A
             break
         await asyncio.sleep(0.05)
     assert counts == {"pending": 0, "running": 1, "completed": 5, "failed": 0, "cancelled": 0}
+    tagged = orjson.dumps({"workflow": doubled.name, "args": [7], "tags": {"team": "billing"}})
+    tagged_id = (await request(s.port, "POST", "/api/runs", tagged, json_headers(s.port))).json()["run_id"]
+    for tag in ("team=billing", "team"):
+        found = (await request(s.port, "GET", f"/api/runs?tag={tag}")).json()["runs"]
+        assert [(r["run_id"], r["tags"]) for r in found] == [(tagged_id, {"team": "billing"})]
+    assert (await request(s.port, "GET", "/api/runs?tag=team=ops")).json()["runs"] == []
+    page = await request(s.port, "GET", "/?tag=team%3Dbilling", headers={"Accept": "text/html"})
+    assert tagged_id.encode() in page.body and b"team=billing" in page.body
