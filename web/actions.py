@@ -20,7 +20,8 @@ from ..runtime.errors import (
     WfError,
     WorkflowNotFoundError,
 )
-from ..runtime.registry import REGISTRY
+from ..runtime.loader import LoadError, load_origin
+from ..runtime.registry import REGISTRY, WorkflowFunction
 from ..runtime.replay import WorkflowInstance
 from ..runtime.world import World
 from .limits import HttpError
@@ -88,10 +89,18 @@ async def fork(world: World, run_id: str, at: Any) -> dict[str, Any]:
     return {"run_id": result.run_id, "forked_from": result.forked_from, "events_kept": result.events_kept}
 
 
+def workflow_of(run: Any) -> WorkflowFunction | None:
+    """The run's workflow in the loaded code, else imported from where the run recorded its code (as `wf replay`)."""
+    try:
+        return load_origin(run.workflow_name, run.attributes)
+    except (LoadError, ImportError, SyntaxError) as exc:
+        raise HttpError(409, f"cannot load the code of workflow {run.workflow_name}: {exc}".splitlines()[0]) from None
+
+
 async def check_replay(world: World, run_id: str) -> dict[str, Any]:
     """Replay the run against the loaded code: clean, or the divergence with both sides and file:line."""
     run = await get_run(world, run_id, resolve_data=False)
-    if run.workflow_name not in REGISTRY.workflows:
+    if workflow_of(run) is None:
         raise HttpError(409, f"workflow {run.workflow_name} is not defined in the loaded code")
     try:
         report = await operations.check_replay(world, run_id, registry=REGISTRY)
@@ -112,7 +121,7 @@ async def call_sites(world: World, run_id: str) -> dict[str, Any]:
     Replay stops at the first divergence; entities after it have no call site.
     """
     run = await get_run(world, run_id)
-    workflow = REGISTRY.workflows.get(run.workflow_name)
+    workflow = workflow_of(run)
     if workflow is None:
         return {"sites": {}, "note": f"workflow {run.workflow_name} is not defined in the loaded code"}
     events = await world.events.list(run_id)

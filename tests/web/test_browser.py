@@ -286,3 +286,27 @@ def test_a_stream_is_tailed_live_while_its_step_writes(dev: Dev, page: Any) -> N
     lines = stream.inner_text().split()
     assert lines == [word for i in range(12) for word in ("tick", str(i))]  # every chunk once, in order
     page.wait_for_function("document.querySelector('#streams h3').textContent.includes('closed (12 chunks)')")
+
+
+def test_wf_ui_alone_serves_the_runs_and_replays_them_on_the_code_they_recorded(dev: Dev, tmp_path: Path) -> None:
+    run_id = dev.start("o-ui")
+    dev.hook_open(run_id)
+    assert dev.call("POST", "/.well-known/workflow/v1/webhook/approve:o-ui", {"ok": 3})[0] == 202
+    dev.until(run_id, lambda s: s["run"]["status"] == "completed", "completion")
+    port = _free_port()
+    env = {**os.environ, "WF_FSYNC": "0"}
+    ui = subprocess.Popen([sys.executable, "-m", "wf.cli", "ui", "--data-dir", str(dev.root / ".wf"), "--port",
+                           str(port)], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert ui.stderr is not None
+        line = ui.stderr.readline()
+        assert f"open http://127.0.0.1:{port}/" in line and "0 workflow(s) loaded" in line, line
+        alone = Dev(dev.root, port, ui)
+        assert alone.story(run_id)["run"]["output"]["approval"]["body"] == {"ok": 3}
+        code, report = alone.call("GET", f"/api/runs/{run_id}/replay")  # imports flows.py from the run's record
+        assert code == 200 and report["clean"] is True, report
+        code, sites = alone.call("GET", f"/api/runs/{run_id}/callsites")
+        assert code == 200 and re.search(r"flows\.py:\d+$", sites["sites"]["step_1"]), sites
+    finally:
+        ui.send_signal(signal.SIGINT)
+        assert ui.wait(timeout=15) == 0

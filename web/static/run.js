@@ -78,7 +78,11 @@
         el("div", {}, el("a", {href: `/runs/${c.run_id}`, class: "mono child-link"}, c.run_id), ` ${c.workflow}`)))]);
     }
     for (const [key, value] of Object.entries(run.attributes)) {
-      if (!["parent_run_id", "forked_from", "parent_token"].includes(key)) rows.push([key.replaceAll("_", " "), String(value)]);
+      if (["parent_run_id", "forked_from", "parent_token"].includes(key)) continue;
+      const shown = value !== null && typeof value === "object"
+        ? Object.entries(value).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join("  ")
+        : String(value);
+      rows.push([key.replaceAll("_", " "), el("span", {class: "mono small"}, shown)]);
     }
     const grid = el("dl", {class: "grid"}, rows.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
     document.getElementById("summary").replaceChildren(
