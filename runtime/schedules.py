@@ -13,7 +13,7 @@ skipped, and a crash between the two only fires that slot again, idempotently.
 
 catchup: "latest" (default) fires only the most recent missed slot; "all" fires every missed
 slot (at most MAX_CATCHUP per look, oldest first, until caught up); "skip" fires a slot only if
-it is seen less than one interval (at most SKIP_GRACE) after its time.
+a worker sees it at most SKIP_GRACE after its time (missed slots are not made up).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ CATCHUP = ("latest", "all", "skip")
 POLL_SECONDS = 1.0
 #: "all" fires at most this many missed slots per look.
 MAX_CATCHUP = 1000
-#: "skip" fires a slot seen at most this late (or one interval, if shorter).
-SKIP_GRACE = timedelta(seconds=60)
+#: "skip" fires a slot seen at most this late.
+SKIP_GRACE = timedelta(seconds=5)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -142,7 +142,7 @@ def _chosen(spec: dict[str, Any], first: datetime, now: datetime) -> tuple[list[
         return slots, next_slot(spec, slots[-1])
     latest = max(last_slot(spec, now), first)
     following = next_slot(spec, latest)
-    if catchup == "skip" and now - latest > min(SKIP_GRACE, following - latest):
+    if catchup == "skip" and now - latest > SKIP_GRACE:
         return [], following
     return [latest], following
 

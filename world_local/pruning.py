@@ -10,9 +10,11 @@ finds no run and drops it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
+import time
 from typing import TYPE_CHECKING
 
 from ..runtime.errors import EntityConflictError
@@ -28,9 +30,28 @@ def _remove_tree(path: str) -> None:
         shutil.rmtree(path)
 
 
-def delete_run(world: LocalWorld, run_id: str) -> bool:
+#: A run is deleted only once its log has been still this long: other processes write its views
+#: behind their commits (within `views.VIEW_WRITE_DELAY`), and a late view write would bring a
+#: `run.json` back into a deleted run's folder (`sweep_orphans` removes any that still appear).
+SETTLE_SECONDS = 1.0
+#: A run folder without a log, older than this, is an orphan (a view written after its deletion).
+ORPHAN_SECONDS = 10.0
+_last_sweep = [0.0]
+
+
+async def delete_run(world: LocalWorld, run_id: str) -> bool:
     """Remove an ended run and everything of it (see `World.delete_run`)."""
     validate_id(run_id, "run id")
+    while not isinstance(wait := _delete_settled(world, run_id), bool):
+        await asyncio.sleep(wait)
+    if time.monotonic() - _last_sweep[0] > ORPHAN_SECONDS:
+        _last_sweep[0] = time.monotonic()
+        sweep_orphans(world)
+    return wait
+
+
+def _delete_settled(world: LocalWorld, run_id: str) -> bool | float:
+    """Delete the run if its log has settled; else the seconds to wait first."""
     store = world._store
     step_ids: list[str] = []
     with store.locked(run_id) as handle:
@@ -44,6 +65,9 @@ def delete_run(world: LocalWorld, run_id: str) -> bool:
             return False
         if not run.status.terminal:
             raise EntityConflictError(f"run {run_id} is {run.status}: only ended runs can be deleted")
+        still = time.time() - os.fstat(handle.fd).st_mtime
+        if still < SETTLE_SECONDS:
+            return SETTLE_SECONDS - still
         for hook in view.state.hooks.values():
             store.tokens.release(hook.token, run_id, hook.hook_id)
         step_ids = list(view.state.steps)
@@ -54,6 +78,31 @@ def delete_run(world: LocalWorld, run_id: str) -> bool:
     _remove_tree(str(world.streams.root / run_id))
     _drop_messages(world, [workflow_message_key(run_id), *(step_message_key(run_id, s) for s in step_ids)])
     return True
+
+
+def sweep_orphans(world: LocalWorld) -> int:
+    """Remove run folders that hold no log and were last changed ORPHAN_SECONDS ago or more; how many."""
+    runs = world._store.runs_dir
+    removed = 0
+    try:
+        names = os.listdir(runs)
+    except FileNotFoundError:
+        return 0
+    cutoff = time.time() - ORPHAN_SECONDS
+    for name in names:
+        folder = runs / name
+        if name.startswith(".") or (folder / "events.jsonl").exists():
+            continue
+        try:
+            if folder.stat().st_mtime > cutoff:
+                continue
+        except FileNotFoundError:
+            continue
+        with world._store.locked(name) as handle:  # a run being created holds its lock
+            if handle is None and not (folder / "events.jsonl").exists():
+                _remove_tree(str(folder))
+                removed += 1
+    return removed
 
 
 def _drop_messages(world: LocalWorld, keys: list[str]) -> None:

@@ -194,7 +194,7 @@ class LocalWorld(World):
 
     async def delete_run(self, run_id: str) -> bool:
         """Remove an ended run's log, views, markers, tokens, streams and waiting messages (`pruning.py`)."""
-        return delete_run(self, run_id)
+        return await delete_run(self, run_id)
 
     async def drain_generation(self) -> int:
         return self.drain_flag.generation()

@@ -37,11 +37,12 @@ class Workers:
         env.pop("WF_DATA_DIR", None)
         return env
 
-    def start(self, count: int = 1, **extra_env: str) -> list[subprocess.Popen[bytes]]:
+    def start(self, count: int = 1, *args: str, **extra_env: str) -> list[subprocess.Popen[bytes]]:
+        """Start `count` workers (extra command-line `args`, environment `extra_env`) and wait until ready."""
         started = []
         for _ in range(count):
             log = open(self.root / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115 - the child owns it
-            proc = subprocess.Popen([sys.executable, "-m", "wf.cli", "worker", str(FLOWS), "--world", self.url],
+            proc = subprocess.Popen([sys.executable, "-m", "wf.cli", "worker", str(FLOWS), "--world", self.url, *args],
                                     cwd=REPO, env=self.env(**extra_env), stdout=log, stderr=subprocess.STDOUT)
             log.close()
             self.procs.append(proc)

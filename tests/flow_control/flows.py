@@ -77,3 +77,11 @@ async def plain(i: int) -> int:
 @wf.workflow
 async def short(i: int) -> int:
     return await plain(i)
+
+
+@wf.workflow
+async def napper(seconds: float) -> int:
+    """Active for a while: a step, a durable sleep, a step."""
+    first = await plain(1)
+    await wf.sleep(seconds)
+    return first + await plain(2)
