@@ -138,7 +138,7 @@ def browser_time(url: str) -> float | None:
         times = []
         for _ in range(3):
             page.goto(url)
-            page.wait_for_function("performance.getEntriesByName('wf-run-drawn').length > 0", timeout=30_000)
+            page.wait_for_function("() => performance.getEntriesByName('wf-run-drawn').length > 0", timeout=30_000)
             assert page.evaluate("document.querySelectorAll('#trace .row').length") > 1000
             assert page.evaluate("document.querySelectorAll('#events .erow').length") > 3000
             times.append(page.evaluate("performance.getEntriesByName('wf-run-drawn')[0].startTime"))

@@ -8,6 +8,8 @@
 - A state-changing request (any method but GET/HEAD/OPTIONS) needs `Content-Type:
   application/json` (415 otherwise) and must come from this origin: its `Origin` names this
   server, or, without `Origin`, `Sec-Fetch-Site` is absent, `same-origin` or `none` (403).
+- Every answer but a webhook's forbids framing (no clickjacking of the action buttons), loads
+  scripts only from this server, and sends no referrer (a URL may carry the token).
 - Webhooks (`/.well-known/workflow/v1/webhook/`) skip all of this: their token is the secret,
   and they must work from anywhere that can reach the server.
 """
@@ -27,6 +29,14 @@ WEBHOOK_PREFIX = "/.well-known/workflow/v1/webhook/"
 TOKEN_COOKIE = "wf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                 b"img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+                                 b"base-uri 'none'; form-action 'self'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
 
 
 def is_loopback(host: str) -> bool:
@@ -77,7 +87,7 @@ class Guard:
             if problem is not None:
                 await _refuse(send, *problem)
                 return
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, _with_headers(send))
 
     def _check_token(self, scope: Scope, headers: dict[str, str]) -> str:
         assert self.token is not None
@@ -95,6 +105,15 @@ class Guard:
         if _same(query.get("token", ""), self.token):
             return "redirect" if scope["method"] == "GET" else "ok"
         return "no"
+
+
+def _with_headers(send: Send) -> Send:
+    async def sender(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+        await send(message)
+
+    return sender
 
 
 def _same(given: str, token: str) -> bool:

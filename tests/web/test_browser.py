@@ -121,7 +121,7 @@ def page(browser: Any) -> Iterator[Any]:
 
 
 def _status_is(page: Any, status: str) -> None:
-    page.wait_for_function(f"document.getElementById('run-status')?.textContent === {status!r}")
+    page.wait_for_function(f"() => document.getElementById('run-status')?.textContent === {status!r}")
 
 
 def _shot(page: Any, name: str, tmp_path: Path) -> None:
@@ -174,7 +174,7 @@ def test_the_trace_has_a_bar_per_attempt_and_a_hook_resumed_by_form_completes_th
     detail = page.locator("#detail")
     detail.locator(".step-output").wait_for()
     assert "charged:o-trace" in detail.locator(".step-output").inner_text()
-    page.wait_for_function("document.getElementById('call-site').textContent.includes('flows.py:')")
+    page.wait_for_function("() => document.getElementById('call-site').textContent.includes('flows.py:')")
     assert re.search(r"flows\.py:\d+$", detail.locator("#call-site").inner_text())
     assert "card declined (attempt 2)" in detail.locator("table.attempts").inner_text()
     detail.locator(".ev-link").first.click()
@@ -197,7 +197,7 @@ def test_the_trace_has_a_bar_per_attempt_and_a_hook_resumed_by_form_completes_th
     page.wait_for_url(re.compile(r"/runs/wrun_"))
     _status_is(page, "completed")
     page.locator('pre.stream[data-stream="default"]').wait_for()
-    page.wait_for_function("document.querySelector('pre.stream').textContent.includes('item 21')")
+    page.wait_for_function("() => document.querySelector('pre.stream').textContent.includes('item 21')")
 
 
 def test_cancel_from_the_run_page(dev: Dev, page: Any) -> None:
@@ -233,7 +233,7 @@ def test_replay_check_is_clean_then_shows_the_divergence_after_an_edit_and_fork_
         page.click("#replay-check")
         result = page.locator("#replay-result")
         result.wait_for()
-        page.wait_for_function("document.getElementById('replay-result').textContent.includes('diverges')")
+        page.wait_for_function("() => document.getElementById('replay-result').textContent.includes('diverges')")
         text = result.inner_text()
         assert "diverges at event 2" in text
         assert "step_created step_1" in text and "flows.charge" in text  # the log's side
@@ -245,7 +245,7 @@ def test_replay_check_is_clean_then_shows_the_divergence_after_an_edit_and_fork_
         page.wait_for_url(re.compile(r"/runs/wrun_"))
         forked = page.url.rsplit("/", 1)[1]
         assert forked != run_id
-        page.wait_for_function("document.querySelector('#summary') && "
+        page.wait_for_function("() => document.querySelector('#summary') && "
                                "document.querySelector('#summary').textContent.includes('forked from')")
         dev.hook_open(forked)
         assert dev.call("POST", "/.well-known/workflow/v1/webhook/approve:o-replay", {"ok": 2})[0] == 202
@@ -281,11 +281,11 @@ def test_a_stream_is_tailed_live_while_its_step_writes(dev: Dev, page: Any) -> N
     page.evaluate("window.__sameDocument = true")
     first = stream.inner_text()
     assert "tick 11" not in first  # the step is still writing
-    page.wait_for_function("document.querySelector('pre.stream').textContent.includes('tick 11')")
+    page.wait_for_function("() => document.querySelector('pre.stream').textContent.includes('tick 11')")
     assert page.evaluate("window.__sameDocument") is True
     lines = stream.inner_text().split()
     assert lines == [word for i in range(12) for word in ("tick", str(i))]  # every chunk once, in order
-    page.wait_for_function("document.querySelector('#streams h3').textContent.includes('closed (12 chunks)')")
+    page.wait_for_function("() => document.querySelector('#streams h3').textContent.includes('closed (12 chunks)')")
 
 
 def test_wf_ui_alone_serves_the_runs_and_replays_them_on_the_code_they_recorded(dev: Dev, tmp_path: Path) -> None:

@@ -47,6 +47,16 @@ async def test_a_foreign_host_is_refused_and_local_names_are_served(serve: Any) 
     assert (await request(s.port, "GET", "/", host="rebind.attacker.example")).status == 421
 
 
+async def test_pages_cannot_be_framed_and_load_scripts_only_from_the_server(serve: Any) -> None:
+    s = await serve()
+    for path in ("/", "/workflows", "/api/runs", "/static/run.js"):
+        headers = (await request(s.port, "GET", path)).headers
+        assert headers["x-frame-options"] == "DENY", path
+        policy = headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "script-src 'self';" in policy, path
+        assert headers["referrer-policy"] == "no-referrer" and headers["x-content-type-options"] == "nosniff"
+
+
 async def test_cross_site_posts_cannot_start_runs(serve: Any) -> None:
     s = await serve()
     body = orjson.dumps({"workflow": doubled.name, "args": [2]})
