@@ -11,6 +11,8 @@ from .commands import db as db_cmd
 from .commands import dev as dev_cmd
 from .commands import inspect as inspect_cmd
 from .commands import ops, replay_cmds, run_cmds
+from .commands import prune as prune_cmd
+from .commands import schedule as schedule_cmd
 from .commands import ui as ui_cmd
 
 app = typer.Typer(
@@ -29,6 +31,8 @@ inspect_cmd.register(app)
 ops.register(app)
 ui_cmd.register(app)
 db_cmd.register(app)
+schedule_cmd.register(app)
+prune_cmd.register(app)
 
 
 @app.command()

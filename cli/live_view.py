@@ -19,6 +19,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from ..runtime.entities import utcnow
+from ..runtime.flow_control import waiting_for_slots
 from ..runtime.world import World
 from .render import clip, error_line, fit_table, short_name, style_of
 
@@ -126,6 +127,9 @@ async def run_detail(world: World, run: Any, steps: list[Any]) -> str | Text:
     hooks = [h for h in (await world.hooks.list(run_id=run.run_id)).data if h.status == "active"]
     if hooks:
         return "hook " + hooks[0].token
+    slots = await waiting_for_slots(world, run.run_id)
+    if slots:
+        return slots[0]
     pending = [s.step_name.rsplit(".", 1)[-1] for s in steps if s.status == "pending"]
     if pending:
         return "queued step " + ", ".join(pending[:2])

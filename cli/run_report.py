@@ -82,6 +82,8 @@ def header(story: RunStory, *, full: bool, limit: int) -> Panel:
     grid.add_column(overflow="fold")
     grid.add_row("workflow", run.workflow_name)
     grid.add_row("status", Text(str(run.status), style=style_of(run.status)))
+    for line in story.waiting:
+        grid.add_row("waiting", Text(line, style="yellow"))
     grid.add_row("input", call_text(run.input, full=full, limit=limit))
     if run.output is not None or str(run.status) == "completed":
         grid.add_row("output", payload_text(run.output, full=full, limit=limit))

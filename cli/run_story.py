@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from ..runtime.children import CHILD_TOKEN_PREFIX
 from ..runtime.entities import Event, Hook, Run, Step, Wait, utcnow
 from ..runtime.errors import InvalidIdError, NotFoundError, RunNotFoundError
+from ..runtime.flow_control import waiting_for_slots
 from ..runtime.ids import validate_id
 from ..runtime.operations import START_CHILD_STEP, all_pages
 from ..runtime.serialization import deserialize
@@ -32,6 +33,8 @@ class RunStory:
     now: datetime
     #: The child runs it started, in the order it started them.
     children: list[Run] = field(default_factory=list)
+    #: "waiting for a slot of step ...": concurrency slots it waits in line for (flow_control.py).
+    waiting: list[str] = field(default_factory=list)
 
     @property
     def own_steps(self) -> list[Step]:
@@ -73,7 +76,8 @@ async def load_story(world: World, run_id: str) -> RunStory:
         if step.step_name == START_CHILD_STEP and step.status == "completed" and isinstance(step.output, str):
             with contextlib.suppress(NotFoundError, InvalidIdError):
                 children.append(await world.runs.get(deserialize(step.output), resolve_data=False))
-    return RunStory(run, steps, hooks, waits, streams, events, utcnow(), children)
+    waiting = [] if run.status.terminal else await waiting_for_slots(world, run_id)
+    return RunStory(run, steps, hooks, waits, streams, events, utcnow(), children, waiting)
 
 
 def story_json(story: RunStory) -> dict[str, Any]:
@@ -96,6 +100,7 @@ def story_json(story: RunStory) -> dict[str, Any]:
         "steps": steps,
         "hooks": [{**h.to_dict(), "metadata": payload_json(h.metadata)} for h in story.hooks],
         "waits": [w.to_dict() for w in story.waits],
+        "waiting_for_slots": story.waiting,
         "children": [{"run_id": c.run_id, "workflow_name": c.workflow_name, "status": str(c.status)}
                      for c in story.children],
         "streams": [{"name": s.name, "chunks": s.chunks, "closed": s.closed} for s in story.streams],
