@@ -22,6 +22,10 @@ class WrappedWorld(World):
         self.capabilities = inner.capabilities
         self.runs, self.steps, self.events = inner.runs, inner.steps, inner.events
         self.hooks, self.waits, self.queue, self.streams = inner.hooks, inner.waits, inner.queue, inner.streams
+        if "limits" in inner.capabilities:
+            self.limits = inner.limits
+        if "schedules" in inner.capabilities:
+            self.schedules = inner.schedules
 
     async def start(self) -> None:
         await self._inner.start()
@@ -52,6 +56,12 @@ class WrappedWorld(World):
 
     async def repair_run(self, run_id: str) -> bool:
         return await self._inner.repair_run(run_id)
+
+    async def delete_run(self, run_id: str) -> bool:
+        return await self._inner.delete_run(run_id)
+
+    async def forget_dead_workers(self) -> int:
+        return await self._inner.forget_dead_workers()
 
 
 def factory(create: bool = True) -> World:
