@@ -5,6 +5,7 @@
     GET  /api/runs?status=&workflow=&since=&until=&q=&cursor=&limit=   a page of runs, newest first, and counts
     POST /api/runs          {"workflow": NAME, "args": [...], "kwargs": {...}}  -> 201 {"run_id": ...}
     GET  /api/runs/<id>     the run's story: run, steps, hooks, waits, streams, children, trace, events
+    GET  /api/runs/<id>/steps/<step>   one step with its input and output (the story leaves them out)
     GET  /api/runs/<id>/callsites      file:line of each step, sleep and hook call (replayed on loaded code)
     GET  /api/runs/<id>/replay         replays cleanly, or the divergence
     POST /api/runs/<id>/cancel {"reason": ...}   POST /api/runs/<id>/fork {"at": N}
@@ -40,7 +41,7 @@ from . import actions, live, pages
 from .limits import BodyReader, HttpError, Limits, parse_json
 from .runs_query import RunsQuery, StatusCounts, list_runs
 from .security import WEBHOOK_PREFIX, Guard
-from .story import run_row, run_story
+from .story import run_row, run_story, step_json
 
 log = logging.getLogger("wf.web")
 
@@ -117,6 +118,10 @@ class WebApp:
 
     async def api_run(self, request: Request) -> Response:
         return ORJSONResponse(await run_story(self.world, request.path_params["run_id"]))
+
+    async def api_step(self, request: Request) -> Response:
+        return ORJSONResponse(await step_json(self.world, request.path_params["run_id"],
+                                              request.path_params["step_id"]))
 
     async def api_callsites(self, request: Request) -> Response:
         return ORJSONResponse(await actions.call_sites(self.world, request.path_params["run_id"]))
@@ -263,6 +268,7 @@ def create_app(world: World, settings: WebSettings | None = None) -> Any:
         Route("/health", h(web.health)),
         Route("/api/runs", h(web.api_runs), methods=["GET", "POST"]),
         Route("/api/runs/{run_id}", h(web.api_run)),
+        Route("/api/runs/{run_id}/steps/{step_id}", h(web.api_step)),
         Route("/api/runs/{run_id}/callsites", h(web.api_callsites)),
         Route("/api/runs/{run_id}/replay", h(web.api_replay)),
         Route("/api/runs/{run_id}/cancel", h(web.api_cancel), methods=["POST"]),

@@ -14,7 +14,7 @@ from ..runtime.world import World
 from .limits import HttpError
 from .state_paths import state_paths
 from .trace import build_trace
-from .values import iso, payload_json, seconds_between, short_name
+from .values import iso, payload_json, seconds_between, short_name, shown
 
 E = EventType
 #: Event summaries are cut to this many characters (the step's panel shows whole values).
@@ -47,7 +47,7 @@ def run_json(run: Run, now: datetime | None = None) -> dict[str, Any]:
     attributes = {k: v for k, v in run.attributes.items() if k != "seed"}
     return {
         "run_id": run.run_id, "workflow": run.workflow_name, "status": str(run.status),
-        "input": payload_json(run.input), "output": payload_json(run.output), "error": run.error,
+        "input": shown(run.input), "output": shown(run.output), "error": run.error,
         "created_at": iso(run.created_at), "started_at": iso(run.started_at), "completed_at": iso(run.completed_at),
         "duration": seconds_between(run.created_at, end), "event_count": run.event_count,
         "attributes": attributes, "parent_run_id": attributes.get("parent_run_id"),
@@ -68,7 +68,7 @@ async def run_story(world: World, run_id: str) -> dict[str, Any]:
     """The run page's data: run, steps, hooks, waits, streams, children, trace, state paths, events."""
     run = await get_run(world, run_id)
     now = utcnow()
-    steps = await _all(lambda c: world.steps.list(run_id, cursor=c))
+    steps = await _all(lambda c: world.steps.list(run_id, cursor=c, resolve_data=False))  # payloads: step_json
     hooks = await _all(lambda c: world.hooks.list(run_id=run_id, cursor=c))
     waits = await _all(lambda c: world.waits.list(run_id=run_id, cursor=c))
     streams = await world.streams.list(run_id)
@@ -109,9 +109,21 @@ async def run_story(world: World, run_id: str) -> dict[str, Any]:
     }
 
 
+async def step_json(world: World, run_id: str, step_id: str) -> dict[str, Any]:
+    """One step with its input and output (the run page fetches them when a bar is selected)."""
+    await get_run(world, run_id, resolve_data=False)
+    try:
+        validate_id(step_id, "step id")
+        step = await world.steps.get(run_id, step_id)
+    except (InvalidIdError, NotFoundError):
+        raise HttpError(404, f"run {run_id} has no step {step_id!r}") from None
+    return {**_step_json(step), "input": shown(step.input), "output": shown(step.output)}
+
+
 def _step_json(step: Any) -> dict[str, Any]:
+    """A step without its payloads."""
     return {"step_id": step.step_id, "name": step.step_name, "status": str(step.status), "attempt": step.attempt,
-            "input": payload_json(step.input), "output": payload_json(step.output), "error": step.error,
+            "error": step.error,
             "created_at": iso(step.created_at), "started_at": iso(step.started_at),
             "completed_at": iso(step.completed_at), "retry_after": iso(step.retry_after),
             "duration": seconds_between(step.started_at, step.completed_at)}

@@ -55,6 +55,25 @@ def payload_json(data: Any) -> Any:
         return data
 
 
+#: A payload shown whole up to this size (JSON bytes); beyond, a preview and its size.
+SHOWN_BYTES = 256 * 1024
+
+
+def shown(data: Any, limit: int = SHOWN_BYTES) -> Any:
+    """`payload_json(data)`, or {"truncated": bytes, "preview": text} when its JSON is over `limit` bytes."""
+    import orjson
+
+    value = payload_json(data)
+    if value is None or isinstance(value, int | float | bool) or (isinstance(value, str) and len(value) <= limit):
+        return value
+    if isinstance(value, str):
+        return {"truncated": len(value.encode()), "preview": value[:4096] + "…"}
+    text = orjson.dumps(value, default=str)
+    if len(text) <= limit:
+        return value
+    return {"truncated": len(text), "preview": text[:4096].decode("utf-8", "replace") + "…"}
+
+
 def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 

@@ -36,6 +36,32 @@ async def doubled(x: int) -> int:
     return await double(x)
 
 
+@wf.step
+async def long_text(n: int) -> str:
+    return "x" * n
+
+
+@wf.workflow
+async def big_output(n: int) -> str:
+    return await long_text(n)
+
+
+async def test_the_story_leaves_step_payloads_to_the_step_endpoint_and_cuts_huge_ones(serve: Any) -> None:
+    s = await serve()
+    small, huge = await s.env.start(doubled, 21), await s.env.start(big_output, 300_000)
+    assert await small.result_async(timeout=10) == 42
+    assert len(await huge.result_async(timeout=10)) == 300_000
+    story = (await request(s.port, "GET", f"/api/runs/{small.id}")).json()
+    assert [st["step_id"] for st in story["steps"]] == ["step_1"] and "output" not in story["steps"][0]
+    step = (await request(s.port, "GET", f"/api/runs/{small.id}/steps/step_1")).json()
+    assert (step["input"], step["output"], step["status"]) == ({"args": [21], "kwargs": {}}, 42, "completed")
+    cut = (await request(s.port, "GET", f"/api/runs/{huge.id}/steps/step_1")).json()["output"]
+    assert cut["truncated"] == 300_000 and cut["preview"].startswith("xxx") and len(cut["preview"]) < 5000
+    assert (await request(s.port, "GET", f"/api/runs/{huge.id}")).json()["run"]["output"]["truncated"] == 300_000
+    assert (await request(s.port, "GET", f"/api/runs/{small.id}/steps/step_9")).status == 404
+    assert (await request(s.port, "GET", f"/api/runs/{small.id}/steps/..%2Fx")).status == 404
+
+
 async def test_a_foreign_host_is_refused_and_local_names_are_served(serve: Any) -> None:
     s = await serve()
     for host in (f"127.0.0.1:{s.port}", f"localhost:{s.port}", "localhost", f"[::1]:{s.port}"):

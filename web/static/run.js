@@ -6,7 +6,8 @@
   if (!root) return;
   const runId = root.dataset.runId;
   const el = wf.el;
-  const state = {story: null, zoom: null, zoomed: false, selected: null, sites: null, tails: new Map(), timer: null};
+  const state = {story: null, zoom: null, zoomed: false, selected: null, sites: null, tails: new Map(), timer: null,
+    steps: new Map()};
   const LABEL_W = 220;
   const ESC = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"};
   const esc = (text) => String(text === null || text === undefined ? "" : text).replace(/[&<>"']/g, (c) => ESC[c]);
@@ -46,7 +47,22 @@
   // --- summary ---
 
   function pre(value, cls) {
+    if (value && typeof value === "object" && "truncated" in value && "preview" in value) {
+      return el("div", {}, el("pre", {class: cls || "value"}, value.preview),
+        el("div", {class: "muted small"}, `${Math.round(value.truncated / 1024)} KB in all; only the start is shown`));
+    }
     return el("pre", {class: cls || "value"}, typeof value === "string" ? value : wf.json(value));
+  }
+
+  // A step's input and output, fetched when it is selected (the story leaves payloads out).
+  function stepPayloads(step) {
+    const key = `${step.step_id}:${step.status}:${step.attempt}`;
+    if (!state.steps.has(key)) {
+      const found = wf.api("GET", `/api/runs/${runId}/steps/${step.step_id}`);
+      found.catch(() => state.steps.delete(key));
+      state.steps.set(key, found);
+    }
+    return state.steps.get(key);
   }
 
   function renderSummary(s) {
@@ -281,8 +297,18 @@
     if (row.kind === "step") {
       const step = s.steps.find((x) => x.step_id === row.id) || {};
       grid.push(["step", el("span", {class: "mono"}, step.name || row.name)], ["status", el("span", {class: `badge st-${step.status}`}, step.status)],
-        ["call site", el("span", {class: "mono site", id: "call-site"}, "…")], ["input", pre(step.input)]);
-      if (step.status === "completed") grid.push(["output", pre(step.output, "value step-output")]);
+        ["call site", el("span", {class: "mono site", id: "call-site"}, "…")],
+        ["input", el("div", {id: "step-input"}, el("span", {class: "muted"}, "…"))]);
+      if (step.status === "completed") grid.push(["output", el("div", {id: "step-output"}, el("span", {class: "muted"}, "…"))]);
+      stepPayloads(step).then((full) => {
+        const input = document.getElementById("step-input");
+        const output = document.getElementById("step-output");
+        if (input) input.replaceChildren(pre(full.input));
+        if (output) output.replaceChildren(pre(full.output, "value step-output"));
+      }).catch((e) => {
+        const input = document.getElementById("step-input");
+        if (input) input.replaceChildren(el("span", {class: "err"}, e.message));
+      });
       if (step.error && step.status !== "completed") grid.push([step.status === "failed" ? "error" : "last error", el("div", {}, el("div", {class: "err"}, `${step.error.type}: ${step.error.message}`),
         step.error.traceback ? pre(step.error.traceback, "tb") : null)]);
       grid.push(["created", wf.time(step.created_at)], ["started", wf.time(step.started_at)], ["ended", wf.time(step.completed_at)],
