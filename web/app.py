@@ -68,7 +68,7 @@ class WebApp:
         self.settings = settings
         self.bodies = BodyReader(settings.limits)
         self.counts = StatusCounts()
-        self.watch = live.RunsWatch(world)
+        self.watch = live.RunsWatch(world, on_change=self.counts.observe)
         self.requests = 0
         #: Set when the server is about to stop: event streams end, so no request outlives it.
         self.closing = asyncio.Event()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 
+from ..runtime.entities import Run
 from ..runtime.errors import NotFoundError
 from ..runtime.serialization import deserialize
 from ..runtime.world import World
@@ -51,10 +52,12 @@ def sse(data: Any, event: str | None = None) -> bytes:
 class RunsWatch:
     """One poller for every open runs page: reads the newest runs' statuses once a second, while watched."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, on_change: Callable[[list[Run], list[Run]], None] | None = None) -> None:
         self.world = world
+        self.on_change = on_change
         self.version = 0
         self._fingerprint: tuple[Any, ...] | None = None
+        self._window: list[Run] = []
         self._changed = asyncio.Event()
         self._watchers = 0
         self._task: asyncio.Task[None] | None = None
@@ -66,10 +69,13 @@ class RunsWatch:
                 fingerprint = tuple((r.run_id, str(r.status), r.event_count) for r in page.data)
                 if fingerprint != self._fingerprint:
                     if self._fingerprint is not None:
+                        if self.on_change is not None:
+                            self.on_change(self._window, page.data)
                         self.version += 1
                         changed, self._changed = self._changed, asyncio.Event()
                         changed.set()
                     self._fingerprint = fingerprint
+                    self._window = page.data
             await asyncio.sleep(POLL)
         self._task = None
 

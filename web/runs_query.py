@@ -156,9 +156,11 @@ class StatusCounts:
 
     Counting by listing reads every run, so it never runs on a request: a request gets the
     last counts (or None at first) and, when they are older than `max_age`, starts a recount.
+    Between recounts, `observe` keeps them current from what the runs watcher sees change
+    among the newest runs (new runs, status changes).
     """
 
-    max_age: float = 15.0
+    max_age: float = 120.0
     counts: dict[str, int] | None = None
     counted_at: float = 0.0
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -172,13 +174,28 @@ class StatusCounts:
             self._task = asyncio.create_task(self._recount(world))
         return self.counts
 
+    def observe(self, before: list[Run], after: list[Run]) -> None:
+        """Move the counts by the difference between two readings of the newest runs."""
+        if self.counts is None:
+            return
+        old = {r.run_id: str(r.status) for r in before}
+        newest = max((r.created_at for r in before if r.created_at is not None), default=None)
+        for run in after:
+            status = str(run.status)
+            was = old.get(run.run_id)
+            if was is not None and was != status:
+                self.counts[was] = max(0, self.counts.get(was, 0) - 1)
+                self.counts[status] = self.counts.get(status, 0) + 1
+            elif was is None and (newest is None or (run.created_at is not None and run.created_at > newest)):
+                self.counts[status] = self.counts.get(status, 0) + 1
+
     async def _recount(self, world: World) -> None:
         counts: dict[str, int] = {}
         with contextlib.suppress(Exception):
             for status in RunStatus:
                 total, cursor = 0, None
-                while True:  # small pages, yielding between them: requests are served meanwhile
-                    page = await world.runs.list(status=status, limit=200, cursor=cursor, resolve_data=False)
+                while True:  # pages, yielding between them: requests are served meanwhile
+                    page = await world.runs.list(status=status, limit=500, cursor=cursor, resolve_data=False)
                     total += len(page.data)
                     if page.next_cursor is None:
                         break

@@ -296,3 +296,39 @@ async def test_runs_are_listed_newest_first_filtered_searched_and_paged(serve: A
     assert (await request(s.port, "GET", "/api/runs?tag=team=ops")).json()["runs"] == []
     page = await request(s.port, "GET", "/?tag=team%3Dbilling", headers={"Accept": "text/html"})
     assert tagged_id.encode() in page.body and b"team=billing" in page.body
+
+
+async def test_counts_follow_new_runs_and_status_changes_while_the_runs_page_is_open(serve: Any) -> None:
+    s = await serve()
+    assert await s.env.run(doubled, 1) == 2
+    counts = None
+    for _ in range(100):
+        counts = (await request(s.port, "GET", "/api/runs")).json()["counts"]
+        if counts is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert counts is not None and counts["completed"] == 1
+    reader, writer = await asyncio.open_connection("127.0.0.1", s.port)  # a runs page listening for changes
+    writer.write(f"GET /api/live/runs HTTP/1.1\r\nHost: 127.0.0.1:{s.port}\r\n\r\n".encode())
+    await asyncio.wait_for(reader.readuntil(b": watching runs"), 5)
+    await asyncio.sleep(1.2)  # the watcher's first reading
+    waiting = await s.env.start(greet, "counted")
+    await s.env.wait_for_hook("greet:counted")
+    assert await s.env.run(doubled, 2) == 4
+    await asyncio.wait_for(reader.readuntil(b"event: runs"), 5)
+    expected = {**counts, "running": 1, "completed": 2}
+    for _ in range(60):  # long before the next full recount (every 2 minutes)
+        counts = (await request(s.port, "GET", "/api/runs")).json()["counts"]
+        if counts == expected:
+            break
+        await asyncio.sleep(0.1)
+    assert counts == expected
+    await request(s.port, "POST", WEBHOOK + "greet:counted", b"ok")
+    assert await waiting.result_async(timeout=10) == "hello counted: ok"
+    for _ in range(60):
+        counts = (await request(s.port, "GET", "/api/runs")).json()["counts"]
+        if counts == {**expected, "running": 0, "completed": 3}:
+            break
+        await asyncio.sleep(0.1)
+    assert counts == {**expected, "running": 0, "completed": 3}
+    writer.close()
