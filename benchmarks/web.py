@@ -187,6 +187,15 @@ async def main_async(args: argparse.Namespace) -> None:
             server_ms, wall_ms, size = await timed(server.port, path, repeat)
             print(f"{label:<44} {statistics.median(server_ms):>13.1f} {_p(server_ms, .95):>7.1f} "
                   f"{statistics.median(wall_ms):>12.1f} {_p(wall_ms, .95):>7.1f} {size / 1024:>7.0f}")
+        world_ms = []
+        for _ in range(REPEAT):
+            started = time.perf_counter()
+            await world.runs.list(limit=50, resolve_data=False)
+            world_ms.append((time.perf_counter() - started) * 1000)
+        print(f"{'(the World alone: runs.list(limit=50))':<44} {statistics.median(world_ms):>13.1f} "
+              f"{_p(world_ms, .95):>7.1f}")
+        load = os.getloadavg()[0]
+        print(f"(machine load average {load:.1f} on {os.cpu_count()} CPUs)")
         if not args.no_browser:
             shown = await asyncio.to_thread(browser_time, f"http://127.0.0.1:{server.port}/runs/{run_id}")
             if shown is not None:
