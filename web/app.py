@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from html import escape
 from importlib import resources
 from typing import Any
 from urllib.parse import unquote
@@ -33,7 +34,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..runtime.errors import InvalidIdError
+from ..runtime.errors import InvalidIdError, NotFoundError, RunNotFoundError, StorageUnavailableError
 from ..runtime.ids import validate_id
 from ..runtime.registry import REGISTRY
 from ..runtime.world import World
@@ -234,6 +235,10 @@ def _handler(app: WebApp, fn: Any) -> Any:
             response = await fn(request)
         except HttpError as exc:
             response = _error(request, exc.status, str(exc), exc.headers)
+        except (NotFoundError, RunNotFoundError) as exc:
+            response = _error(request, 404, _line(exc))
+        except StorageUnavailableError as exc:
+            response = _error(request, 503, _line(exc), {"Retry-After": "5"})
         except Exception:
             log.exception("error handling %s %s", request.method, request.url.path)
             response = _error(request, 500, "internal error (see the server's log)")
@@ -245,16 +250,14 @@ def _handler(app: WebApp, fn: Any) -> Any:
 
 def _error(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     if "text/html" in request.headers.get("accept", "") and not request.url.path.startswith("/api/"):
-        body = pages.layout("Error", f"<h1>{status}</h1><p class=err>{_escape(message)}</p><p><a href='/'>Runs</a></p>",
+        body = pages.layout("Error", f"<h1>{status}</h1><p class=err>{escape(message)}</p><p><a href='/'>Runs</a></p>",
                             active="")
         return HTMLResponse(body, status_code=status, headers=headers)
     return ORJSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _escape(text: str) -> str:
-    from html import escape
-
-    return escape(text)
+def _line(exc: BaseException) -> str:
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0]
 
 
 def create_app(world: World, settings: WebSettings | None = None) -> Any:
