@@ -580,3 +580,19 @@ async def test_wf_start_takes_tags(tmp_path: Path) -> None:
             await wf.start_async(module.retrying, 1, tags={"n": 1})
     finally:
         wf.configure(data_dir=None)
+
+
+def test_stream_without_a_worker_says_so_and_keeps_waiting(project: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run_id = wf_in(project, data, "start", "flows.py:napper", "1").stdout.strip()
+    proc = subprocess.Popen([sys.executable, "-m", "wf.cli", "stream", run_id], cwd=project, env=cli_env(data),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "no worker is running: start `wf worker flows.py` or `wf dev flows.py`" in line, line
+        time.sleep(1.0)
+        assert proc.poll() is None, "it stopped waiting"
+    finally:
+        proc.kill()
+        proc.wait(10)
