@@ -170,7 +170,7 @@ async def main_async(args: argparse.Namespace) -> None:
             ("runs page, status filter", "/?status=failed"),
             ("runs page, workflow filter", "/?workflow=bench.flow_1"),
             ("runs page, 2nd page", None),
-            ("runs page, search (scans <=5,000 runs)", "/?q=order-9999"),
+            ("runs page, search (one budgeted slice)", "/?q=order-9999"),
             ("runs JSON /api/runs", "/api/runs"),
             ("run page shell /runs/<big>", f"/runs/{run_id}"),
             ("run story /api/runs/<big> (1,000 steps)", f"/api/runs/{run_id}"),

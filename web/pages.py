@@ -116,9 +116,10 @@ def runs_fragment(query: RunsQuery, page: RunsPage, counts: dict[str, int] | Non
     if query.cursor:
         more += f'<a href="/?{urlencode(params, doseq=True)}">« newest</a> '
     if page.next_cursor:
-        note = f" (searched {page.scanned} runs so far)" if page.partial else ""
-        more += (f'<a id=next-page href="/?{urlencode({**params, "cursor": page.next_cursor}, doseq=True)}">'
-                 f"older »</a>{note}")
+        label = f"search older runs » <span class=muted>({page.scanned} searched here)</span>" if page.partial \
+            else "older »"
+        more += f'<a id=next-page href="/?{urlencode({**params, "cursor": page.next_cursor}, doseq=True)}">{label}</a>'
+
     return (f"<div class=counts>{count_html}</div><table class=runs><thead><tr><th>run</th><th>workflow</th>"
             f"<th>status</th><th>created</th><th>duration</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
             f"<div class=pager>{more}</div>")

@@ -332,3 +332,28 @@ async def test_counts_follow_new_runs_and_status_changes_while_the_runs_page_is_
         await asyncio.sleep(0.1)
     assert counts == {**expected, "running": 0, "completed": 3}
     writer.close()
+
+
+async def test_a_search_answers_in_slices_and_its_cursor_goes_on(serve: Any, monkeypatch: Any) -> None:
+    from wf.web import runs_query
+
+    s = await serve()
+    needle = await s.env.start(greet, "needle-in-a-haystack")
+    await s.env.wait_for_hook("greet:needle-in-a-haystack")
+    for x in range(6):
+        assert await s.env.run(doubled, x) == 2 * x
+    monkeypatch.setattr(runs_query, "SCAN_PAGE", 2)
+    monkeypatch.setattr(runs_query, "SCAN_RUNS", 4)  # a slice reads 4 runs, then answers
+    found: list[str] = []
+    cursor, slices = "", 0
+    while True:
+        page = (await request(s.port, "GET", f"/api/runs?q=needle{cursor}")).json()
+        slices += 1
+        found += [r["run_id"] for r in page["runs"]]
+        if page["next_cursor"] is None:
+            break
+        assert page["partial"] is True and page["scanned"] == 4
+        cursor = f"&cursor={page['next_cursor']}"
+    assert found == [needle.id] and slices == 2  # 7 runs: 4 in the first slice, 3 (with the needle) in the second
+    html = await request(s.port, "GET", "/?q=needle", headers={"Accept": "text/html"})
+    assert b"search older runs" in html.body and b"4 searched here" in html.body
