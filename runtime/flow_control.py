@@ -177,8 +177,9 @@ class FlowControl:
         if limits.concurrency is not None:
             key = _key(f"step:{limits.name}", limits.concurrency_key, args, kwargs)
             holder = f"step:{run_id}:{step_id}"
-            info = {"run_id": run_id, "step_id": step_id, "queue": STEP_QUEUE, "payload": payload,
-                    "key": step_message_key(run_id, step_id), "order_key": run_order_key(run_id)}
+            info: dict[str, Any] = {"run_id": run_id, "step_id": step_id}
+            if payload.get("restart"):
+                info["restart"] = True
             order = f"{run_order_key(run_id)}:{step_id}"
             acquire = functools.partial(world.limits.acquire, key, limits.concurrency, holder=holder,
                                         lease=SLOT_LEASE, order=order, info=info, wait_lease=WAIT_LEASE)
@@ -234,8 +235,7 @@ class FlowControl:
             run_input = (await world.runs.get(run.run_id)).input
         key = limits.slot_key(run_input)
         run_id = run.run_id
-        info = {"run_id": run_id, "queue": WORKFLOW_QUEUE, "payload": {"run_id": run_id},
-                "key": workflow_message_key(run_id), "order_key": run_order_key(run_id)}
+        info = {"run_id": run_id}
         for attempt in range(2):
             if await world.limits.acquire(key, limits.concurrency, holder=f"run:{run_id}", lease=None,
                                           order=run_order_key(run_id), info=info, wait_lease=WAIT_LEASE):
@@ -257,11 +257,24 @@ class FlowControl:
     # --- waking and stale holders ---
 
     async def _wake(self, infos: list[dict[str, Any]]) -> None:
+        """Make the waiters' messages available now (coalesced with the delayed ones they wait in)."""
         for info in infos:
+            run_id, step_id = info.get("run_id"), info.get("step_id")
+            if not isinstance(run_id, str):
+                continue
             try:
-                await self.world.queue.enqueue(str(info["queue"]), dict(info["payload"]),
-                                               idempotency_key=str(info["key"]), order_key=str(info["order_key"]))
-            except (KeyError, TypeError, ValueError):
+                if isinstance(step_id, str):
+                    payload: dict[str, Any] = {"run_id": run_id, "step_id": step_id}
+                    if info.get("restart"):
+                        payload["restart"] = True
+                    await self.world.queue.enqueue(STEP_QUEUE, payload,
+                                                   idempotency_key=step_message_key(run_id, step_id),
+                                                   order_key=run_order_key(run_id))
+                else:
+                    await self.world.queue.enqueue(WORKFLOW_QUEUE, {"run_id": run_id},
+                                                   idempotency_key=workflow_message_key(run_id),
+                                                   order_key=run_order_key(run_id))
+            except (TypeError, ValueError):
                 continue
             except WorldError as exc:
                 log.warning("could not wake a waiter for a slot: %s", exc)

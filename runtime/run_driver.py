@@ -33,7 +33,7 @@ from .errors import (
     WorkflowNotFoundError,
     WorldError,
 )
-from .flow_control import FlowControl
+from .flow_control import FlowControl, Grant
 from .messages import enqueue_step, enqueue_workflow
 from .registry import Registry, StepFunction, WorkflowFunction
 from .replay import Outcome, WorkflowInstance
@@ -73,6 +73,11 @@ class _Drive:
     to_queue: list[str] = field(default_factory=list)
     retries: list[tuple[str, datetime]] = field(default_factory=list)
     slots_held: int = 0
+    #: Flow control (flow_control.py): grants of limited steps admitted to run inline, by step id;
+    #: grants whose attempt's outcome is speculated (released once it is recorded); queue delays.
+    grants: dict[str, Grant] = field(default_factory=dict)
+    finished_grants: list[Grant] = field(default_factory=list)
+    queue_delays: dict[str, float] = field(default_factory=dict)
 
 
 class RunDriver:
@@ -212,7 +217,12 @@ class RunDriver:
             outcome = await task
             if outcome is not None:
                 await self._record_attempt(drive.run_id, cid, outcome, notify=True)
+            if cid in drive.grants:
+                await self.flow.release_step(drive.grants.pop(cid))
         drive.inline.clear()
+        drive.finished_grants.extend(drive.grants.values())
+        drive.grants.clear()
+        await self._release_grants(drive.finished_grants)
 
     async def _redispatch_unfinished(self, drive: _Drive) -> None:
         """After a full replay, make sure every step the code awaits has a message, and that
@@ -257,10 +267,15 @@ class RunDriver:
             # Results of inline steps that finished: the code sees them now, the log with the next commit.
             for cid in [cid for cid, task in drive.inline.items() if task.done()]:
                 outcome = drive.inline.pop(cid).result()
+                if drive.grants:  # a limited step's slot: freed once its outcome is recorded
+                    grant = drive.grants.pop(cid, None)
+                    if grant is not None:
+                        drive.finished_grants.append(grant)
                 if outcome is None:
                     continue
                 if instance.steps.get(cid) is None:  # a replay from the log lost track of it
                     await self._record_attempt(run_id, cid, outcome, notify=False)
+                    await self._release_grants(drive.finished_grants)
                     continue
                 self._speculate(drive, outcome.event)
                 if outcome.retry_at is not None:
@@ -283,7 +298,10 @@ class RunDriver:
                 continue
             commands = instance.new_commands()
             if commands:
-                self._speculate_commands(drive, commands)
+                grants = None
+                if any(c.kind == "step" and instance.steps[c.cid].step.limits is not None for c in commands):
+                    grants = await self._admit_inline(drive, commands)
+                self._speculate_commands(drive, commands, grants)
                 continue
             if not await self._flush(drive):
                 continue  # the log moved under us: replayed from it, look again
@@ -309,19 +327,28 @@ class RunDriver:
         instance = drive.instance
         return bool(instance.hooks) or any(cid not in drive.inline for cid in instance.awaited_steps())
 
-    def _speculate_commands(self, drive: _Drive, commands: list[Any]) -> None:
+    def _speculate_commands(self, drive: _Drive, commands: list[Any], grants: dict[str, Grant] | None = None) -> None:
         run_id = drive.run_id
         for command in commands:
             if command.kind == "step":
-                self._speculate(drive, Event(run_id, E.STEP_CREATED, correlation_id=command.cid, data=command.data))
-                # A limited step is never run inline: the queue handler admits its attempts (flow_control.py).
-                if drive.instance.steps[command.cid].step.limits is None and self._take_step_slot():
+                grant = grants.pop(command.cid, None) if grants else None
+                # Dated at its admission if a rate window recorded one (the events show the rate kept).
+                at = None if grant is None or grant.started_at is None else max(grant.started_at,
+                                                                                drive.instance.now())
+                self._speculate(drive, Event(run_id, E.STEP_CREATED, correlation_id=command.cid, data=command.data),
+                                at=at)
+                limited = drive.instance.steps[command.cid].step.limits is not None
+                if (not limited or grant is not None) and self._take_step_slot():
                     drive.slots_held += 1
                     started = self._speculate(
-                        drive, Event(run_id, E.STEP_STARTED, correlation_id=command.cid, data={"attempt": 1})
+                        drive, Event(run_id, E.STEP_STARTED, correlation_id=command.cid, data={"attempt": 1}), at=at
                     )
                     drive.to_start.append(started)
+                    if grant is not None:
+                        drive.grants[command.cid] = grant
                 else:
+                    if grant is not None:
+                        drive.finished_grants.append(grant)  # no room here after all: given back after the commit
                     drive.to_queue.append(command.cid)
             elif command.kind == "wait":
                 self._speculate(drive, Event(run_id, E.WAIT_CREATED, correlation_id=command.cid, data=command.data))
@@ -349,7 +376,37 @@ class RunDriver:
         if recorded != [(e.event_type, e.correlation_id, e.seq) for e in events]:
             await self._resync(drive, [])  # e.g. hook_created became hook_conflict
             return False
+        if drive.finished_grants:  # their attempts' outcomes are recorded now: free their slots
+            await self._release_grants(drive.finished_grants)
         return True
+
+    async def _release_grants(self, grants: list[Grant]) -> None:
+        while grants:
+            await self.flow.release_step(grants.pop())
+
+    async def _admit_inline(self, drive: _Drive, commands: list[Any]) -> dict[str, Grant]:
+        """Admit new limited steps (a slot, a rate window) to run inline here, before they are recorded.
+
+        Those refused, or without room in this worker, are queued: `_act` sends their messages
+        (delayed until a rate window allows; a slot's release wakes them sooner).
+        """
+        grants: dict[str, Grant] = {}
+        room = self._step_slots
+        for command in commands:
+            if command.kind != "step":
+                continue
+            step = drive.instance.steps[command.cid].step
+            if step.limits is None or room <= 0 or self._stopping.is_set():
+                room -= 1
+                continue
+            admitted = await self.flow.admit_step(step.limits, drive.run_id, command.cid, command.data.get("input"),
+                                                  {"run_id": drive.run_id, "step_id": command.cid})
+            if isinstance(admitted, Grant):
+                grants[command.cid] = admitted
+                room -= 1
+            else:
+                drive.queue_delays[command.cid] = admitted
+        return grants
 
     async def _resync(self, drive: _Drive, lost: list[Event]) -> None:
         """Replace the instance by a replay of the log, keeping the step results `lost` held."""
@@ -358,11 +415,15 @@ class RunDriver:
         drive.to_start.clear()
         drive.to_queue.clear()
         drive.retries.clear()
+        drive.queue_delays.clear()
         for event in lost:
             if event.event_type in (E.STEP_COMPLETED, E.STEP_FAILED, E.STEP_RETRYING):
                 outcome = AttemptOutcome(Event(event.run_id, event.event_type, event.correlation_id, event.data),
                                          _retry_at(event))
                 await self._record_attempt(drive.run_id, event.correlation_id or "", outcome, notify=False)
+        for cid in [cid for cid in drive.grants if cid not in drive.inline]:  # admitted, never started
+            drive.finished_grants.append(drive.grants.pop(cid))
+        await self._release_grants(drive.finished_grants)
         drive.instance.close()
         drive.instance = await self._fresh_instance(drive.run_id, drive.workflow)
 
@@ -379,7 +440,7 @@ class RunDriver:
             )
         drive.to_start.clear()
         for cid in drive.to_queue:
-            await enqueue_step(self.world, drive.run_id, cid)
+            await enqueue_step(self.world, drive.run_id, cid, delay=drive.queue_delays.pop(cid, 0.0))
         drive.to_queue.clear()
         for cid, at in drive.retries:
             delay = 0.0 if self.skip_time else (at - utcnow()).total_seconds()

@@ -103,7 +103,7 @@ def test_approval_escalates_on_timeout(tmp_path: Path) -> None:
 
 
 def test_fanout(tmp_path: Path) -> None:
-    out, _ = run_documented("fanout.py", "wf start examples/fanout.py:score_documents 20 4 --wait", tmp_path)
+    out, _ = run_documented("fanout.py", "wf start examples/fanout.py:score_documents 20 --wait", tmp_path)
     assert out["output"] == {"documents": 20, "total_words": 1750, "longest": "doc-19"}
     assert out["seconds"] >= 0.5  # 20 steps of 0.1 s, 4 at a time
 

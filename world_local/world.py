@@ -219,4 +219,5 @@ class LocalWorld(World):
         if inspect.isawaitable(closing):
             await closing
         self._store.close()
+        self.limits.close()
         self.notifier.close()
