@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,6 +257,12 @@ class NastyResult:
         return {"seconds": round(self.seconds, 1), **self.counts, **self.audit.summary()}
 
 
+def _resume(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGCONT)
+
+
 class _Chaos:
     """The nasty soak's moving parts: workers, clients, tools, and what every run must end as."""
 
@@ -275,7 +282,9 @@ class _Chaos:
         self.kinds: dict[str, str] = {}
         self.client_keys: list[tuple[str, int]] = []  # (kind, x) started by `wf start` clients
         self.counts: collections.Counter[str] = collections.Counter()
-        self.stopped: dict[int, float] = {}  # worker -> when to SIGCONT it
+        #: worker -> the timer that SIGCONTs it: a thread, since this loop may itself be blocked meanwhile on a
+        #: run lock the stopped worker holds (a stopped process keeps its locks)
+        self.stopped: dict[int, threading.Timer] = {}
         self.tools: list[tuple[str, asyncio.subprocess.Process]] = []
         self.tool_failures: list[str] = []
         self.kill_times: list[float] = []
@@ -287,7 +296,9 @@ class _Chaos:
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-        self.stopped.pop(i, None)
+        timer = self.stopped.pop(i, None)
+        if timer is not None:
+            timer.cancel()
         self.pool.start(i)
         self.counts["kills"] += 1
         self.kill_times.append(time.time())
@@ -301,15 +312,19 @@ class _Chaos:
             pause = self.rng.uniform(62, 75)  # longer than a lease: its messages go to others meanwhile
             self.counts["stops_past_lease"] += 1
         proc.send_signal(signal.SIGSTOP)
-        self.stopped[i] = time.monotonic() + pause
+        timer = threading.Timer(pause, _resume, (proc,))
+        timer.daemon = True
+        timer.start()
+        self.stopped[i] = timer
         self.counts["stops"] += 1
 
     def wake_stopped(self, everyone: bool = False) -> None:
-        for i, at in list(self.stopped.items()):
-            if everyone or time.monotonic() >= at:
+        for i, timer in list(self.stopped.items()):
+            if everyone or not timer.is_alive():
+                timer.cancel()
                 proc = self.pool.procs[i]
-                if proc is not None and proc.poll() is None:
-                    proc.send_signal(signal.SIGCONT)
+                if proc is not None:
+                    _resume(proc)
                 del self.stopped[i]
 
     def check_workers(self) -> None:
