@@ -8,9 +8,10 @@ once to K `wf worker` processes, once per variant of the step:
     rate         @wf.step(rate_limit="1000000/1s")         (a rate window per attempt, never binding)
     tight        @wf.step(concurrency=50)                  (binding: half the worker's 100 steps)
 
-Prints total time, steps/s, worker CPU per step and the overhead against `unlimited`.
+Each variant runs `--repeat` times, interleaved with the others (a shared machine drifts); prints
+the median total time, steps/s, worker CPU per step and the overhead against `unlimited`.
 
-    python -m benchmarks.flow_control [--runs 1000] [--workers 1] [--variants unlimited,concurrency,...]
+    python -m benchmarks.flow_control [--runs 1000] [--workers 1] [--repeat 3] [--variants unlimited,...]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -115,19 +117,33 @@ async def run_variant(variant: str, n: int, workers: int, *, concurrency: int = 
             "completed": completed}
 
 
-async def compare(variants: list[str], n: int, workers: int) -> list[dict[str, Any]]:
+async def compare(variants: list[str], n: int, workers: int, repeat: int) -> list[dict[str, Any]]:
+    """`repeat` rounds, the variants interleaved in each (a shared machine drifts); medians compared."""
+    rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    for r in range(repeat):
+        for variant in variants:
+            result = await run_variant(variant, n, workers)
+            rounds[variant].append(result)
+            print(f"  round {r + 1}: {variant:12} {result['total_s']:8.2f} s  "
+                  f"worker CPU {result['worker_cpu_ms_per_step']:6.3f} ms/step", flush=True)
     results = []
     for variant in variants:
-        result = await run_variant(variant, n, workers)
-        results.append(result)
-        base = results[0]
-        overhead = (result["total_s"] / base["total_s"] - 1) * 100
-        cpu_overhead = (result["worker_cpu_ms_per_step"] / base["worker_cpu_ms_per_step"] - 1) * 100
-        result["time_overhead_pct"] = round(overhead, 1)
-        result["cpu_overhead_pct"] = round(cpu_overhead, 1)
-        print(f"{variant:12} {result['total_s']:8.2f} s  {result['steps_per_s']:8.1f} steps/s  "
-              f"worker CPU {result['worker_cpu_ms_per_step']:6.3f} ms/step  "
-              f"time {overhead:+6.1f}%  CPU {cpu_overhead:+6.1f}%  completed {result['completed']}/{n}", flush=True)
+        runs = rounds[variant]
+        total = statistics.median(x["total_s"] for x in runs)
+        cpu = statistics.median(x["worker_cpu_ms_per_step"] for x in runs)
+        results.append({"variant": variant, "runs": n, "workers": workers, "rounds": repeat,
+                        "median_total_s": round(total, 3), "median_steps_per_s": round(n * STEPS / total, 1),
+                        "median_worker_cpu_ms_per_step": round(cpu, 3),
+                        "completed": min(x["completed"] for x in runs)})
+    base = results[0]
+    for result in results:
+        result["time_overhead_pct"] = round((result["median_total_s"] / base["median_total_s"] - 1) * 100, 1)
+        result["cpu_overhead_pct"] = round(
+            (result["median_worker_cpu_ms_per_step"] / base["median_worker_cpu_ms_per_step"] - 1) * 100, 1)
+        print(f"{result['variant']:12} {result['median_total_s']:8.2f} s  {result['median_steps_per_s']:8.1f} steps/s"
+              f"  worker CPU {result['median_worker_cpu_ms_per_step']:6.3f} ms/step  "
+              f"time {result['time_overhead_pct']:+6.1f}%  CPU {result['cpu_overhead_pct']:+6.1f}%  "
+              f"completed {result['completed']}/{n}", flush=True)
     return results
 
 
@@ -136,6 +152,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--variants", default="unlimited,concurrency,rate,tight")
+    parser.add_argument("--repeat", type=int, default=3, help="Rounds; medians are compared.")
     parser.add_argument("--json", type=Path, help="Also write the results to this file.")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
@@ -143,7 +160,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {', '.join(CALLS)}")
     print(f"flow control: {args.runs} runs x {STEPS} steps of {LATENCY * 1000:.0f} ms, {args.workers} worker(s)")
-    results = asyncio.run(compare(variants, args.runs, args.workers))
+    results = asyncio.run(compare(variants, args.runs, args.workers, args.repeat))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

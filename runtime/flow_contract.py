@@ -78,11 +78,11 @@ class Limits(ABC):
         """
 
     @abstractmethod
-    async def release(self, key: str, holder: str) -> list[dict[str, Any]]:
+    async def release(self, key: str, holder: str) -> list[SlotEntry]:
         """Free `holder`'s slot of `key` and forget it as a waiter (idempotent).
 
-        Returns the `info` of the waiters now first in line, as many as there are free
-        slots (at least one if anyone waits), so the caller can wake them.
+        Returns the waiters now first in line, in order, as many as there are free slots (at
+        least one if anyone waits), so the caller can wake them.
         """
 
     @abstractmethod

@@ -34,6 +34,7 @@ from typing import Any
 from .calls import split_input
 from .entities import Run, StepStatus, utcnow
 from .errors import NotFoundError, WorldError
+from .flow_contract import SlotEntry
 from .world import STEP_QUEUE, WORKFLOW_QUEUE, World, run_order_key, step_message_key, workflow_message_key
 
 log = logging.getLogger("wf.worker")
@@ -141,6 +142,17 @@ class RunLimits:
         return _key(f"workflow:{self.name}", self.concurrency_key, args, kwargs)
 
 
+def who(entry: SlotEntry) -> dict[str, Any]:
+    """The run (and step) a holder or waiter is: from its name (`step:RUN:STEP`, `run:RUN`), and its info."""
+    kind, _, rest = entry.holder.partition(":")
+    if kind == "step":
+        run_id, _, step_id = rest.partition(":")
+        return {**entry.info, "run_id": run_id, "step_id": step_id}
+    if kind == "run":
+        return {**entry.info, "run_id": rest}
+    return entry.info
+
+
 @dataclass(slots=True)
 class Grant:
     """An admitted attempt: the slot it holds (key, holder), and the time its rate window recorded."""
@@ -177,9 +189,7 @@ class FlowControl:
         if limits.concurrency is not None:
             key = _key(f"step:{limits.name}", limits.concurrency_key, args, kwargs)
             holder = f"step:{run_id}:{step_id}"
-            info: dict[str, Any] = {"run_id": run_id, "step_id": step_id}
-            if payload.get("restart"):
-                info["restart"] = True
+            info: dict[str, Any] | None = {"restart": True} if payload.get("restart") else None  # run, step: in holder
             order = f"{run_order_key(run_id)}:{step_id}"
             acquire = functools.partial(world.limits.acquire, key, limits.concurrency, holder=holder,
                                         lease=SLOT_LEASE, order=order, info=info, wait_lease=WAIT_LEASE)
@@ -235,7 +245,7 @@ class FlowControl:
             run_input = (await world.runs.get(run.run_id)).input
         key = limits.slot_key(run_input)
         run_id = run.run_id
-        info = {"run_id": run_id}
+        info = None  # the run is in the holder's name
         for attempt in range(2):
             if await world.limits.acquire(key, limits.concurrency, holder=f"run:{run_id}", lease=None,
                                           order=run_order_key(run_id), info=info, wait_lease=WAIT_LEASE):
@@ -256,9 +266,10 @@ class FlowControl:
 
     # --- waking and stale holders ---
 
-    async def _wake(self, infos: list[dict[str, Any]]) -> None:
+    async def _wake(self, waiters: list[SlotEntry]) -> None:
         """Make the waiters' messages available now (coalesced with the delayed ones they wait in)."""
-        for info in infos:
+        for entry in waiters:
+            info = who(entry)
             run_id, step_id = info.get("run_id"), info.get("step_id")
             if not isinstance(run_id, str):
                 continue
@@ -293,7 +304,7 @@ class FlowControl:
             for entry, holding in [(e, True) for e in state.holders] + [(e, False) for e in state.waiters]:
                 if entry.since.timestamp() > cutoff:
                     continue
-                if await self._ended(entry.info, holding):
+                if await self._ended(who(entry), holding):
                     log.info("freeing a slot of %s that %s no longer needs", key, entry.holder)
                     await self._wake(await self.world.limits.release(key, entry.holder))
                     freed = True
@@ -323,10 +334,11 @@ async def waiting_for_slots(world: World, run_id: str) -> list[str]:
     with contextlib.suppress(WorldError):
         for state in await world.limits.slots():
             for place, entry in enumerate(state.waiters, 1):
-                if entry.info.get("run_id") != run_id:
+                info = who(entry)
+                if info.get("run_id") != run_id:
                     continue
                 what = state.key.replace(":", " ", 1)
-                who = f" ({entry.info['step_id']})" if entry.info.get("step_id") else ""
-                lines.append(f"waiting for a slot of {what}{who}: {len(state.holders)}/{state.limit} taken, "
+                step = f" ({info['step_id']})" if info.get("step_id") else ""
+                lines.append(f"waiting for a slot of {what}{step}: {len(state.holders)}/{state.limit} taken, "
                              f"{place} in line")
     return lines

@@ -272,7 +272,7 @@ class LocalLimits(Limits):
             self._lower_min(doc, until)
             return False
 
-    async def release(self, key: str, holder: str) -> list[dict[str, Any]]:
+    async def release(self, key: str, holder: str) -> list[SlotEntry]:
         _check_key(key, "slot key")
         with self._slots.locked(key) as (doc, changed):
             now = _now_us()
@@ -283,7 +283,7 @@ class LocalLimits(Limits):
             if not waiters:
                 return []
             free = max(int(doc.get("limit", 1)) - len(holders), 1)
-            return [dict(w[4]) for _, w in self._line(waiters)[:free]]
+            return [SlotEntry(h, dict(w[4]), _dt(w[0]), w[3]) for h, w in self._line(waiters)[:free]]
 
     async def extend(self, key: str, holder: str, *, lease: float) -> bool:
         _check_key(key, "slot key")

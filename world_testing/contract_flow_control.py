@@ -99,7 +99,8 @@ async def test_waiters_are_served_in_order_and_release_names_the_first_in_line(w
     (state,) = await limits.slots("k")
     assert [w.holder for w in state.waiters] == ["early", "late"]
     assert state.waiters[0].info == {"n": "early"}
-    assert await limits.release("k", "a") == [{"n": "early"}]
+    (first,) = await limits.release("k", "a")
+    assert (first.holder, first.info, first.order) == ("early", {"n": "early"}, "1")
     assert not await limits.acquire("k", 1, holder="late", lease=30, order="2")  # "early" is ahead
     assert await limits.acquire("k", 1, holder="early", lease=30, order="1")
     (state,) = await limits.slots("k")
