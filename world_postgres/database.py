@@ -2,7 +2,8 @@
 
 A World may be used from several event loops (wf's blocking calls run on a background
 loop; tests call it from threads with their own loops), and an asyncio pool belongs to
-one loop, so `Database` keeps an `AsyncConnectionPool` per loop, made on first use.
+one loop: the loop the World was started on gets psycopg_pool's `AsyncConnectionPool`,
+any other loop a `LoopPool` (no background tasks, so a loop may end without closing it).
 
 Every failure to reach the server surfaces as StorageUnavailableError. `Database.run`
 retries an operation whose connection was lost (server restarted, network cut) with
@@ -15,21 +16,29 @@ pool is safe behind PgBouncer in transaction mode.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from ..runtime.errors import StorageUnavailableError
+from ..runtime.errors import (
+    DataDirError,
+    EntityConflictError,
+    InvalidIdError,
+    StorageUnavailableError,
+    WorldError,
+)
 from .url import hide_password
 
 log = logging.getLogger("wf.world_postgres")
@@ -60,8 +69,65 @@ def unavailable(exc: BaseException, where: str) -> StorageUnavailableError:
     return StorageUnavailableError(f"PostgreSQL at {where} is unavailable: {reason}")
 
 
+def typed(exc: BaseException, where: str) -> WorldError:
+    """The WorldError for a database error that retrying will not fix (the contract allows no other)."""
+    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
+        return DataDirError(f"the wf schema at {where} is missing or incomplete ({line}): run `wf db migrate`")
+    if isinstance(exc, psycopg.IntegrityError):
+        return EntityConflictError(f"conflicting write: {line}")
+    if isinstance(exc, psycopg.DataError):
+        return InvalidIdError(f"a value the database refuses: {line}")
+    log.warning("unexpected database error at %s: %r", where, exc)
+    return StorageUnavailableError(f"PostgreSQL at {where} failed: {line}")
+
+
 async def _configure(conn: AsyncConnection) -> None:
     set_json_loads(orjson.loads, conn)
+
+
+class LoopPool:
+    """A pool without background tasks, for event loops other than the World's home loop.
+
+    psycopg_pool's AsyncConnectionPool runs tasks on its loop and must be closed on it; a loop
+    that ends without that (a thread's `asyncio.run`) would hang at shutdown. This one only
+    keeps idle connections: nothing runs between calls, and an abandoned one costs sockets only.
+    """
+
+    def __init__(self, conninfo: str, max_size: int) -> None:
+        self.conninfo = conninfo
+        self._idle: list[AsyncConnection] = []
+        self._slots = asyncio.Semaphore(max_size)
+
+    @contextlib.asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[AsyncConnection]:
+        async with self._slots:
+            conn = None
+            while self._idle and conn is None:
+                conn = self._idle.pop()
+                if conn.closed or conn.broken:
+                    conn = None
+            if conn is None:
+                conn = await AsyncConnection.connect(self.conninfo, autocommit=True, prepare_threshold=None,
+                                                     **CONNECT_OPTIONS)
+                await _configure(conn)
+            try:
+                yield conn
+            finally:
+                if conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+                else:
+                    self._idle.append(conn)
+
+    async def close(self, timeout: float = 1.0) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
+Pool = AsyncConnectionPool | LoopPool
 
 
 class Database:
@@ -72,8 +138,10 @@ class Database:
         self.where = hide_password(conninfo)
         self.max_size = max_size or int(os.environ.get("WF_PG_POOL_SIZE", "10"))
         self.retry_seconds = float(os.environ.get("WF_PG_RETRY_SECONDS", "30"))
-        self._pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool] = {}
-        self._opening: dict[asyncio.AbstractEventLoop, asyncio.Future[AsyncConnectionPool]] = {}
+        self._pools: dict[asyncio.AbstractEventLoop, Pool] = {}
+        self._opening: dict[asyncio.AbstractEventLoop, asyncio.Future[Pool]] = {}
+        #: The loop `start()` ran on: it gets psycopg_pool's pool; other loops get a LoopPool.
+        self.home_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._outage_logged = False
         self.closed = False
@@ -91,7 +159,7 @@ class Database:
         await _configure(conn)
         return conn
 
-    async def pool(self) -> AsyncConnectionPool:
+    async def pool(self) -> Pool:
         """This event loop's pool, opened on first use."""
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
@@ -102,7 +170,13 @@ class Database:
         opening = self._opening.get(loop)
         if opening is not None:
             return await asyncio.shield(opening)
-        future: asyncio.Future[AsyncConnectionPool] = loop.create_future()
+        if loop is not self.home_loop:
+            pool = LoopPool(self.conninfo, self.max_size)
+            with self._lock:
+                self._drop_dead_loops()
+                self._pools[loop] = pool
+            return pool
+        future: asyncio.Future[Pool] = loop.create_future()
         self._opening[loop] = future
         try:
             pool = AsyncConnectionPool(
@@ -151,7 +225,7 @@ class Database:
                 return result
             except (psycopg.Error, PoolTimeout) as exc:
                 if not retryable(exc):
-                    raise
+                    raise typed(exc, self.where) from exc
                 if not retry or time.monotonic() + pause > deadline or self.closed:
                     raise unavailable(exc, self.where) from exc
                 conflict = isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("40")

@@ -24,6 +24,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -153,6 +154,18 @@ class PgQueue(Queue):
             "AND l.objid = q.holder::oid AND l.objsubid = 2 AND l.granted "
             "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())) "
             "RETURNING 1) SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, 'q') END FROM dead")
+        dead_holder = (
+            "NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.classid = %(space)s::oid "
+            "AND l.objid = q.holder::oid AND l.objsubid = 2 AND l.granted "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))")
+        self.sql_dead_leases = (f"SELECT {_MESSAGE}, now() FROM {s}.queue q WHERE q.lease_id IS NOT NULL "
+                                f"AND q.lease_until > now() AND {dead_holder} ORDER BY order_key, message_id")
+        self.sql_release_dead = (
+            f"WITH m AS (UPDATE {s}.queue q SET lease_id = NULL, lease_until = NULL, holder = NULL, "
+            "due_at = LEAST(q.available_at, now()) WHERE q.message_id = %(id)s AND q.lease_id = %(lease_id)s "
+            f"AND q.lease_until > now() AND {dead_holder} RETURNING 1) "
+            "SELECT count(*), pg_notify(%(channel)s, 'q') FROM m")
+        self.lock_space = lock_space
         self.sql_foreign_leases = (f"SELECT EXISTS (SELECT 1 FROM {s}.queue WHERE lease_id IS NOT NULL "
                                    "AND holder <> %s AND lease_until > now())")
         self.sql_ack = (
@@ -393,6 +406,35 @@ class PgQueue(Queue):
             return [_message(row, row[11]) for row in await cur.fetchall()]
 
         return await self.db.run(op)
+
+    async def dead_leases(self) -> list[Message]:
+        """Messages leased by a process that is gone (its session lock vanished), not yet taken again."""
+        async def op(conn: AsyncConnection, attempt: int) -> list[Message]:
+            cur = await conn.execute(self.sql_dead_leases, {"space": self.lock_space})
+            found = []
+            for row in await cur.fetchall():
+                message = _message(row, row[11], leased_view=True)
+                found.append(replace(message, extra={"holder": f"session {row[9]}"}))
+            return found
+
+        return await self.db.run(op)
+
+    async def release(self, message: Message) -> bool:
+        """Hand a dead holder's message back to the queue now; False if the dead no longer hold it."""
+        if not isinstance(message, Message) or message.lease_id is None:
+            return False
+        params = {"id": message.message_id, "lease_id": message.lease_id, "space": self.lock_space,
+                  "channel": self.channel}
+
+        async def op(conn: AsyncConnection, attempt: int) -> int:
+            cur = await conn.execute(self.sql_release_dead, params)
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+        released = await self.db.run(op) > 0
+        if released:
+            self.hub.fire("q")
+        return released
 
     async def delete(self, message_id: str) -> None:
         """Remove a message whatever its state. NotFoundError if there is none with this id."""

@@ -31,7 +31,7 @@ from ..runtime.state_machine import fold
 from ..runtime.world import WORKFLOW_QUEUE, World
 from . import rows, schema
 from .commit import Writer
-from .database import Database, unavailable
+from .database import Database, typed, unavailable
 from .notify import Hub, Listener, channel_name
 from .queue import PgQueue
 from .storage import PgEvents, PgHooks, PgRuns, PgSteps, PgWaits, Tables, jittered
@@ -104,6 +104,8 @@ class PostgresWorld(World):
             return await schema.check(conn, self.schema, hide_password(self.conninfo))
         except psycopg.OperationalError as exc:
             raise unavailable(exc, self.db.where) from exc
+        except psycopg.Error as exc:
+            raise typed(exc, self.db.where) from exc
         finally:
             await conn.close()
 
@@ -112,6 +114,8 @@ class PostgresWorld(World):
         if self._closed:
             raise WorldError("the Postgres World is closed")
         if not self._started:
+            if self.db.home_loop is None:
+                self.db.home_loop = asyncio.get_running_loop()
             await self._first_use()
             await self.session()
             self._started = True
