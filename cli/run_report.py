@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..runtime.entities import Event, EventType
+from ..runtime.state_paths import state_paths
 from .render import (
     between,
     call_text,
@@ -29,7 +30,6 @@ from .render import (
     when,
 )
 from .run_story import RunStory
-from .state_paths import state_paths
 from .timeline import draw_timeline, timeline_rows
 
 E = EventType

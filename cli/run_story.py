@@ -14,9 +14,9 @@ from ..runtime.flow_control import waiting_for_slots
 from ..runtime.ids import validate_id
 from ..runtime.operations import START_CHILD_STEP, all_pages
 from ..runtime.serialization import deserialize
+from ..runtime.state_paths import state_paths
 from ..runtime.world import StreamInfo, World
 from .render import between, call_json, payload_json
-from .state_paths import state_paths
 
 T = TypeVar("T")
 

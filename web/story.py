@@ -10,9 +10,9 @@ from ..runtime.client import idempotent_run_id
 from ..runtime.entities import Event, EventType, Page, Run, utcnow
 from ..runtime.errors import InvalidIdError, NotFoundError
 from ..runtime.ids import validate_id
+from ..runtime.state_paths import state_paths
 from ..runtime.world import World
 from .limits import HttpError
-from .state_paths import state_paths
 from .trace import build_trace
 from .values import iso, payload_json, seconds_between, short_name, shown
 
@@ -103,7 +103,7 @@ async def run_story(world: World, run_id: str) -> dict[str, Any]:
         "streams": [{"name": s.name, "chunks": s.chunks, "closed": s.closed} for s in streams],
         "children": children,
         "trace": trace,
-        "state_paths": state_paths(events),
+        "state_paths": [path.to_dict() for path in state_paths(events)],
         "events": [event_row(e, origin) for e in events],
         "now": iso(now),
     }

@@ -13,8 +13,9 @@ that end (`disposed (run ended)`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..runtime.entities import Event, EventType
+from .entities import Event, EventType
 
 E = EventType
 
@@ -29,6 +30,10 @@ class StatePath:
     entity_id: str
     name: str
     states: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """{"kind", "id", "name", "states"}: the shape the JSON API and `wf inspect --json` show."""
+        return {"kind": self.kind, "id": self.entity_id, "name": self.name, "states": list(self.states)}
 
     def text(self) -> str:
         return " → ".join(self.states)
