@@ -334,7 +334,7 @@ class Streams(ABC):
 #: "workers" (presence: announce/retire/live_workers), "drain" (request_drain),
 #: "repair" (repair_run), "processes" (several processes may open the same store by URL),
 #: "limits" (`world.limits`: concurrency slots, rate windows), "schedules" (`world.schedules`),
-#: "prune" (delete_run). The last three are in `flow_contract.py`.
+#: "prune" (delete_run, forget_dead_workers). "limits" and "schedules" are in `flow_contract.py`.
 CAPABILITIES = frozenset({"workers", "drain", "repair", "processes", "limits", "schedules", "prune"})
 
 
@@ -385,6 +385,22 @@ class World(ABC):
                 return ids
             cursor = page.next_cursor
 
+    async def count_runs(self) -> dict[RunStatus, int]:
+        """How many runs the store holds in each status (every status present, 0 for none).
+
+        For listings' counts (the web UI's runs page, `wf inspect runs`). The default pages
+        through `runs.list`; a World with an index answers without reading every run.
+        """
+        counts = dict.fromkeys(RunStatus, 0)
+        cursor: str | None = None
+        while True:
+            page = await self.runs.list(cursor=cursor, limit=500, resolve_data=False)
+            for run in page.data:
+                counts[run.status] += 1
+            if page.next_cursor is None:
+                return counts
+            cursor = page.next_cursor
+
     async def wait_for_end(self, run_id: str, *, timeout: float | None) -> Run | None:
         """Block until the run is completed, failed or cancelled and return it; None on timeout.
 
@@ -415,11 +431,11 @@ class World(ABC):
         """The workers currently alive on this World, as they described themselves."""
         return []
 
+    # --- retention (optional: the "prune" capability) ---
+
     async def forget_dead_workers(self) -> int:
         """Remove what workers that died without retiring left (files, rows); how many were removed."""
         return 0
-
-    # --- retention (optional: the "prune" capability) ---
 
     async def delete_run(self, run_id: str) -> bool:
         """Remove an ended run and everything of it: its log, entities, streams, hook tokens,

@@ -171,6 +171,11 @@ class LocalWorld(World):
         """The World's time: the kernel's clock, whatever this process's clock says (`clock.py`)."""
         return self.clock.now()
 
+    async def count_runs(self) -> dict[RunStatus, int]:
+        """Runs per status, from the status index (a directory listing per status, no run read)."""
+        index = self._store.index
+        return {status: len(index.run_ids([status])) for status in RunStatus}
+
     async def announce_worker(self, info: dict[str, Any]) -> str:
         """Record this process as a live worker (a file under `<data>/workers/`), with its clock's
         skew: `clock_skew` = this process's clock minus the World's, in seconds."""

@@ -53,6 +53,21 @@ async def test_run_ids_lists_every_run_oldest_first(world: World) -> None:
     assert [run_id for run_id in listed if run_id in ids] == ids
 
 
+async def test_count_runs_counts_each_status(world: World) -> None:
+    before = await world.count_runs()
+    assert set(before) == set(RunStatus)
+    pending = await new_run(world, started=False)
+    running = await new_run(world)
+    done = await new_run(world)
+    await world.events.create(done, ev(done, "run_completed", output=1))
+    cancelled = await new_run(world)
+    await world.events.create(cancelled, ev(cancelled, "run_cancelled"))
+    after = await world.count_runs()
+    grew = {status: after[status] - before[status] for status in RunStatus}
+    assert grew == {RunStatus.PENDING: 1, RunStatus.RUNNING: 1, RunStatus.COMPLETED: 1, RunStatus.FAILED: 0,
+                    RunStatus.CANCELLED: 1}, (pending, running)
+
+
 async def test_wait_for_end_returns_the_ended_run_or_none_on_timeout(world: World) -> None:
     run_id = await new_run(world)
     assert await world.wait_for_end(run_id, timeout=0.2) is None
