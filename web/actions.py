@@ -133,9 +133,9 @@ async def call_sites(world: World, run_id: str) -> dict[str, Any]:
         for event in events:
             cid = event.correlation_id or ""
             if event.event_type in _CREATIONS:
-                command = instance._pending.get(cid)
-                if command is not None and command.location:
-                    sites[cid] = command.location
+                site = instance.call_site(cid)
+                if site:
+                    sites[cid] = site
             instance.feed(event)
     except WfError as exc:
         note = str(exc).splitlines()[0]
