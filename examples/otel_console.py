@@ -8,11 +8,16 @@ span; under it a span per step attempt (`charge` fails once and is retried: two 
 first with an error status and the exception), the durable sleep, and the span the
 `reserve` step opens itself, nested under that step's span. Then the step metrics. To send
 all this to a collector instead, see the README's "OpenTelemetry" section.
+
+With the CLI (the worker `--wait` runs prints the spans, then the result):
+
+    OTEL_TRACES_EXPORTER=console wf start examples/otel_console.py:checkout '"book"' 42 --wait
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 
 from opentelemetry import metrics, trace
@@ -49,7 +54,8 @@ async def checkout(item: str, amount: int) -> dict[str, str]:
     return {"reservation": reservation, "payment": payment}
 
 
-async def main() -> None:
+def use_console_exporters() -> tuple[TracerProvider, MeterProvider]:
+    """Spans printed as they end, metrics when the process exits (or the meter provider shuts down)."""
     resource = Resource.create({"service.name": "shop"})
     tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
@@ -57,7 +63,15 @@ async def main() -> None:
     reader = PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=3_600_000)
     meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
     metrics.set_meter_provider(meter_provider)
+    return tracer_provider, meter_provider
 
+
+if __name__ != "__main__" and os.environ.get("OTEL_TRACES_EXPORTER") == "console":
+    use_console_exporters()  # loaded by `wf start`/`wf worker`: configured as the process starts
+
+
+async def main() -> None:
+    tracer_provider, meter_provider = use_console_exporters()
     with tempfile.TemporaryDirectory() as data_dir:
         wf.configure(data_dir=data_dir)
         with tracer.start_as_current_span("checkout request"):

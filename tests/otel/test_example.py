@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +56,17 @@ def test_the_console_example_prints_one_nested_trace_and_the_metrics() -> None:
     metrics = {m["name"] for d in documents if "resource_metrics" in d for r in d["resource_metrics"]
                for s in r["scope_metrics"] for m in s["metrics"]}
     assert {"wf.steps.started", "wf.steps.completed", "wf.steps.retried", "wf.step.duration"} <= metrics
+
+
+def test_the_documented_wf_start_command_prints_the_runs_spans(tmp_path: Path) -> None:
+    command = """OTEL_TRACES_EXPORTER=console wf start examples/otel_console.py:checkout '"book"' 42 --wait"""
+    assert command in (REPO / "examples" / "otel_console.py").read_text()
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "console", "WF_DATA_DIR": str(tmp_path / "data"), "WF_FSYNC": "0"}
+    proc = subprocess.run([sys.executable, "-m", "wf.cli", *shlex.split(command)[2:]], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    spans = [d for d in json_documents(proc.stdout) if "context" in d]
+    names = sorted(s["name"] for s in spans)
+    assert names == ["inventory lookup", "wf.run otel_console.checkout", "wf.sleep", "wf.step otel_console.charge",
+                     "wf.step otel_console.charge", "wf.step otel_console.reserve"]
+    assert len({s["context"]["trace_id"] for s in spans}) == 1
