@@ -208,7 +208,7 @@ class WorkflowInstance:
             self._match(event, "marker", str(data.get("name", "")))
         # run_created, step_started, step_retrying, hook_disposed: nothing for the code to see
 
-    def call_site(self, correlation_id: str) -> str | None:
+    def call_site_of(self, correlation_id: str) -> str | None:
         """"file:line" of the workflow's call that issued `correlation_id`, while it waits to be matched
         (after the code reached the call and before the event recording it is fed)."""
         command = self._pending.get(correlation_id)

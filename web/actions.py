@@ -133,7 +133,7 @@ async def call_sites(world: World, run_id: str) -> dict[str, Any]:
         for event in events:
             cid = event.correlation_id or ""
             if event.event_type in _CREATIONS:
-                site = instance.call_site(cid)
+                site = instance.call_site_of(cid)
                 if site:
                     sites[cid] = site
             instance.feed(event)
