@@ -6,8 +6,9 @@ entries, queue messages). The World refuses an active run, so a run that a cance
 made active meanwhile is never touched; pruning is safe while workers run.
 
 A worker started with a retention period (`Worker(retention=...)`, or `WF_RETENTION=30d` in
-its environment) prunes in the background every PRUNE_EVERY seconds (first one after about a
-minute), and clears the presence files of workers that died without retiring.
+its environment) prunes in the background every PRUNE_EVERY seconds (`prune_every`: sooner for
+short periods; the first pass within a minute of its start), and clears the presence files of
+workers that died without retiring.
 """
 
 from __future__ import annotations
@@ -26,8 +27,14 @@ from .world import World
 log = logging.getLogger("wf.retention")
 
 ENDED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
-#: A worker with a retention period prunes this often.
+#: A worker with a retention period prunes this often (more often for a retention shorter than
+#: ten times this: a tenth of it, at least every second).
 PRUNE_EVERY = 600.0
+
+
+def prune_every(retention: timedelta) -> float:
+    """Seconds between a worker's background prune passes for this retention period."""
+    return max(min(PRUNE_EVERY, retention.total_seconds() / 10), 1.0)
 #: Runs deleted per background pass at most (the next pass goes on).
 PRUNE_BATCH = 5000
 

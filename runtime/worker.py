@@ -30,7 +30,7 @@ from .flow_control import Grant
 from .liveness import sweep
 from .messages import enqueue_workflow
 from .registry import REGISTRY, Registry
-from .retention import PRUNE_EVERY, maintain, retention_from_env
+from .retention import maintain, prune_every, retention_from_env
 from .run_driver import RunDriver
 from .schedules import POLL_SECONDS, fire_due
 from .step_executor import AttemptOutcome, exhausted_error
@@ -205,11 +205,12 @@ class Worker(RunDriver):
             await asyncio.sleep(wait)
 
     async def _prune_now_and_then(self, retention: timedelta) -> None:
-        """Every PRUNE_EVERY seconds or so, delete runs that ended more than `retention` ago."""
-        await asyncio.sleep(60 * random.random())
+        """Every so often (`prune_every`), delete runs that ended more than `retention` ago."""
+        every = prune_every(retention)
+        await asyncio.sleep(min(every, 60.0) * random.random())
         while True:
             await maintain(self.world, retention)
-            await asyncio.sleep(PRUNE_EVERY * (0.75 + 0.5 * random.random()))
+            await asyncio.sleep(every * (0.75 + 0.5 * random.random()))
 
     async def _heartbeat(self) -> None:
         while True:

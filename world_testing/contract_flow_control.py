@@ -356,6 +356,7 @@ async def test_a_run_id_can_be_reused_after_its_run_was_deleted(world: World) ->
 
 async def test_forget_dead_workers_removes_a_killed_worker(world: World, world_url: str) -> None:
     require(world, "workers")
+    require(world, "prune")  # retention: delete_run and forget_dead_workers
     child = _child(world_url, """
         await world.announce_worker({"kind": "worker", "concurrency": 41})
     """)

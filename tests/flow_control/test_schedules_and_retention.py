@@ -147,3 +147,26 @@ async def test_pruning_while_workers_run_loses_no_active_run_and_leaves_nothing(
                 for p in (data_dir / sub).rglob("*") if p.is_file() and not p.name.startswith(".")]
         assert left == []
     assert "Traceback" not in workers.logs()
+
+
+@pytest.mark.slow
+async def test_a_worker_with_a_retention_period_prunes_ended_runs_and_dead_workers(
+        store_world: tuple[World, Workers]) -> None:
+    world, workers = store_world
+    require(world, "prune")
+    (doomed,) = workers.start(1)
+    doomed.kill()  # dies without retiring: it leaves its presence behind
+    doomed.wait()
+    workers.start(1, WF_RETENTION="2s")  # prunes every second, runs that ended over 2 s ago
+    runs = [await start_run(world, flow("short"), [i], {}) for i in range(5)]
+    for run in runs:
+        ended = await world.wait_for_end(run.id, timeout=30)
+        assert ended is not None and ended.status == RunStatus.COMPLETED
+    active = await start_run(world, flow("napper"), [30.0], {})
+    deadline = time.monotonic() + 30
+    while (await world.runs.list(limit=10)).data != [await world.runs.get(active.id, resolve_data=False)]:
+        assert time.monotonic() < deadline, [r.run_id for r in (await world.runs.list(limit=10)).data]
+        await asyncio.sleep(0.3)
+    assert await world.forget_dead_workers() == 0  # the killed worker's presence went with a pass
+    assert len(await world.live_workers()) == 1
+    await active.cancel_async()
