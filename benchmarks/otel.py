@@ -76,8 +76,8 @@ async def _child(mode: str, steps: int, runs: int, fsync: bool) -> dict[str, Any
 
     if mode == "absent":
         assert importlib.util.find_spec("opentelemetry") is None, "opentelemetry is importable"
-    assert (mode in ("no-sdk", "traces", "on")) == telemetry.ON, (mode, telemetry.ON)
-    sdk = _setup_sdk(with_metrics=mode == "on") if mode in ("traces", "on") else None
+    assert (mode in ("no-sdk", "traces", "on", "paired")) == telemetry.ON, (mode, telemetry.ON)
+    sdk = _setup_sdk(with_metrics=mode in ("on", "paired")) if mode in ("traces", "on", "paired") else None
 
     @wf.step
     async def async_step(i: int) -> int:
@@ -100,16 +100,28 @@ async def _child(mode: str, steps: int, runs: int, fsync: bool) -> dict[str, Any
     await started_world(world)
     worker = Worker(world)
     task = asyncio.create_task(worker.run())
+    async def timed() -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        run = await wf.start_async(chain, steps)
+        assert await run.result_async(timeout=600) == steps * (steps - 1) // 2
+        return time.perf_counter() - t0, time.process_time() - c0
+
     try:
         run = await wf.start_async(chain, 10)  # warm-up
         await run.result_async(timeout=120)
+        if mode == "paired":  # one process, telemetry switched on and off between runs, in turns
+            cpu_us: dict[bool, list[float]] = {True: [], False: []}
+            for round_ in range(runs):
+                for on in ((True, False) if round_ % 2 else (False, True)):
+                    telemetry.ON = on
+                    cpu_us[on].append(1e6 * (await timed())[1] / steps)
+            telemetry.ON = True
+            return {"mode": mode, "on_us": cpu_us[True], "off_us": cpu_us[False]}
         wall = cpu = 0.0
         for _ in range(runs):
-            t0, c0 = time.perf_counter(), time.process_time()
-            run = await wf.start_async(chain, steps)
-            assert await run.result_async(timeout=600) == steps * (steps - 1) // 2
-            wall += time.perf_counter() - t0
-            cpu += time.process_time() - c0
+            run_wall, run_cpu = await timed()
+            wall += run_wall
+            cpu += run_cpu
     finally:
         worker.stop()
         await task
@@ -160,7 +172,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="timed runs per subprocess")
     parser.add_argument("--rounds", type=int, default=5, help="subprocesses per mode (interleaved)")
     parser.add_argument("--fsync", action="store_true", help="fsync the log (default off: overhead shows more)")
-    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--paired", type=int, default=16, help="runs each way of the paired comparison (0: none)")
+    parser.add_argument("--child", choices=(*MODES, "paired"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(asyncio.run(_child(args.child, args.steps, args.runs, args.fsync))))
@@ -191,6 +204,19 @@ def main() -> None:
         median_cpu = statistics.median(s["cpu_us"] for s in samples[mode])
         print(f"{mode:>8} | {wall:12.1f} {100 * (wall / best['absent'][0] - 1):+8.1f}% {median_wall:8.1f} | "
               f"{cpu:11.1f} {100 * (cpu / best['absent'][1] - 1):+8.1f}% {median_cpu:8.1f}")
+    if args.paired:
+        command = [sys.executable, "-m", "benchmarks.otel", "--child", "paired", "--steps", str(args.steps),
+                   "--runs", str(args.paired), *(["--fsync"] if args.fsync else [])]
+        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            raise SystemExit(f"the paired comparison failed:\n{proc.stderr}")
+        paired = json.loads(proc.stdout.strip().splitlines()[-1])
+        on_min, off_min = min(paired["on_us"]), min(paired["off_us"])
+        on_median, off_median = statistics.median(paired["on_us"]), statistics.median(paired["off_us"])
+        print(f"paired, one process with traces and metrics configured, telemetry switched on and off between "
+              f"{args.paired} runs each way (CPU us/step): on {on_min:.1f} vs off {off_min:.1f} best "
+              f"({100 * (on_min / off_min - 1):+.1f}%, {on_min - off_min:+.1f} us), on {on_median:.1f} vs off "
+              f"{off_median:.1f} median ({100 * (on_median / off_median - 1):+.1f}%, {on_median - off_median:+.1f} us)")
 
 
 if __name__ == "__main__":

@@ -106,11 +106,15 @@ _api_lock = threading.Lock()
 
 
 def _load() -> _Api:
-    global _api
+    global _api, ON
     if _api is None:
         with _api_lock:
             if _api is None:
-                _api = _Api()
+                try:
+                    _api = _Api()
+                except ImportError:
+                    ON = False  # a broken install: off from now on (the runtime checks ON first)
+                    raise
     return _api
 
 
