@@ -31,9 +31,9 @@ CREATE TABLE {s}.runs (
     event_count integer NOT NULL,
     last_event_id text NOT NULL
 );
-CREATE INDEX runs_by_status ON {s}.runs (status, run_id);
-CREATE INDEX runs_by_workflow ON {s}.runs (workflow_name, run_id);
-CREATE INDEX runs_by_time ON {s}.runs (created_at);
+CREATE INDEX runs_by_time ON {s}.runs (created_at, run_id);
+CREATE INDEX runs_by_status ON {s}.runs (status, created_at, run_id);
+CREATE INDEX runs_by_workflow ON {s}.runs (workflow_name, created_at, run_id);
 
 CREATE TABLE {s}.events (
     run_id text NOT NULL,

@@ -3,7 +3,7 @@
 Writes go through `commit.Writer` (one transaction per `create` / `create_batch`); reads
 are single statements on the entity tables, which are always exactly the fold of the
 events table (both change in one transaction). Cursors: runs page by run id (the last id
-of the page, served by the `(status|workflow_name, run_id)` indexes); the steps, hooks and
+of the page; pages follow `(created_at, run_id)`, served by the `runs_by_*` indexes); the steps, hooks and
 waits of one run page by the `created_seq` of the last item; listings across runs use
 `<run_id>:<created_seq>`.
 """
@@ -109,7 +109,10 @@ class PgRuns(RunsStorage):
         resolve_data: bool = True,
         newest_first: bool = True,
     ) -> Page[Run]:
-        """Runs matching the filters, a page at a time, by run id (creation time)."""
+        """Runs matching the filters, a page at a time, by creation time (then run id).
+
+        The cursor is the last run id of a page; InvalidIdError if no run has that id.
+        """
         check_limit(limit)
         where, params = [], []
         if status is not None:
@@ -121,13 +124,16 @@ class PgRuns(RunsStorage):
             params.append(workflow_name)
         if cursor is not None:
             validate_id(cursor, "cursor")
-            where.append("run_id < %s" if newest_first else "run_id > %s")
-            params.append(cursor)
+            after = await self.t.fetchall(f"SELECT created_at FROM {self.t.s}.runs WHERE run_id = %s", (cursor,))
+            if not after:
+                raise InvalidIdError(f"invalid cursor {cursor!r}: no such run")
+            where.append("(created_at, run_id) < (%s, %s)" if newest_first else "(created_at, run_id) > (%s, %s)")
+            params.extend([after[0][0], cursor])
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         order = "DESC" if newest_first else "ASC"
         found = await self.t.fetchall(
             f"SELECT {rows.columns(rows.RUN_COLUMNS, resolve_data)} FROM {self.t.s}.runs {clause} "
-            f"ORDER BY run_id {order} LIMIT %s", (*params, limit + 1))
+            f"ORDER BY created_at {order}, run_id {order} LIMIT %s", (*params, limit + 1))
         runs = [rows.run_from_row(row) for row in found[:limit]]
         return Page(runs, runs[-1].run_id if len(found) > limit else None)
 
