@@ -24,8 +24,8 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from ..runtime.entities import Run
-from ..runtime.errors import WorldError
+from ..runtime.entities import Run, RunStatus
+from ..runtime.errors import EntityConflictError, WorldError
 from ..runtime.ids import new_ulid, validate_id
 from ..runtime.state_machine import fold
 from ..runtime.world import WORKFLOW_QUEUE, World
@@ -46,10 +46,16 @@ RECOVERY_QUIET_SECONDS = 5.0
 LISTENER_START_SECONDS = 10.0
 
 
+#: SQL: the worker row `w`'s process is gone (its session lock is not held).
+_DEAD_SESSION = ("NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.classid = %s::oid "
+                 "AND l.objid = w.session_no::oid AND l.objsubid = 2 AND l.granted "
+                 "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))")
+
+
 class PostgresWorld(World):
     """Storage, queue and streams in one schema of a PostgreSQL database."""
 
-    capabilities = frozenset({"workers", "drain", "repair", "processes"})
+    capabilities = frozenset({"workers", "drain", "repair", "processes", "prune"})
 
     def __init__(self, url: str, *, schema: str | None = None, create: bool = True) -> None:
         self.conninfo, self.schema = parse_world_url(url, schema)
@@ -197,12 +203,40 @@ class PostgresWorld(World):
 
     async def live_workers(self) -> list[dict[str, Any]]:
         """Workers whose session lock is held; the rows of dead ones are removed."""
-        dead = ("NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.classid = %s::oid "
-                "AND l.objid = w.session_no::oid AND l.objsubid = 2 AND l.granted "
-                "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))")
-        await self._query(f"DELETE FROM {self.s}.workers w WHERE {dead} RETURNING 1", (self.lock_space,))
+        await self._query(f"DELETE FROM {self.s}.workers w WHERE {_DEAD_SESSION} RETURNING 1", (self.lock_space,))
         found = await self._query(f"SELECT info FROM {self.s}.workers ORDER BY worker_id")
         return [row[0] for row in found]
+
+    # --- retention ---
+
+    async def forget_dead_workers(self) -> int:
+        """Remove the rows of workers whose process died without retiring; how many."""
+        found = await self._query(f"DELETE FROM {self.s}.workers w WHERE {_DEAD_SESSION} RETURNING 1",
+                                  (self.lock_space,))
+        return len(found)
+
+    async def delete_run(self, run_id: str) -> bool:
+        """Remove an ended run and all of it, in one transaction. EntityConflictError if it is active."""
+        validate_id(run_id, "run id")
+        s = self.s
+
+        async def op(conn: AsyncConnection, attempt: int) -> bool:
+            async with conn.transaction():
+                cur = await conn.execute(f"SELECT status FROM {s}.runs WHERE run_id = %s FOR UPDATE", (run_id,))
+                row = await cur.fetchone()
+                if row is None:
+                    return False
+                if not RunStatus(row[0]).terminal:
+                    raise EntityConflictError(f"run {run_id} is {row[0]}: only ended runs can be deleted")
+                for table in ("events", "steps", "hooks", "waits", "stream_chunks", "streams", "runs"):
+                    await conn.execute(f"DELETE FROM {s}.{table} WHERE run_id = %s", (run_id,))
+                step_prefix = f"step:{run_id}:"
+                await conn.execute(
+                    f"DELETE FROM {s}.queue WHERE lease_id IS NULL AND (idempotency_key = %s "
+                    "OR left(idempotency_key, %s) = %s)", (f"run:{run_id}", len(step_prefix), step_prefix))
+                return True
+
+        return await self.db.run(op)
 
     # --- draining ---
 
