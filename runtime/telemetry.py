@@ -619,10 +619,19 @@ def _observe_queue_depth(options: Any) -> Any:
             for (queue, state), count in list(_queue_depth.items())]
 
 
+#: At most one queue-depth sample per this many seconds per process (listing a long queue costs).
+QUEUE_DEPTH_SECONDS = 60.0
+_sampled_at = [-1e18]
+
+
 async def sample_queue_depth(world: World) -> None:
-    """Count the messages of the World's queues by state (workers call this now and then); never raises."""
+    """Count the messages of the World's queues by state (workers' heartbeats call this); never raises."""
     from .world import STEP_QUEUE, WORKFLOW_QUEUE
 
+    now = time.monotonic()
+    if now - _sampled_at[0] < QUEUE_DEPTH_SECONDS:
+        return
+    _sampled_at[0] = now
     try:
         _load()
         counts: dict[tuple[str, str], int] = {}

@@ -72,6 +72,7 @@ async def test_runs_in_progress(otel: Otel, flows: Any, start_worker: Any, world
 
 async def test_queue_depth_sampled_by_workers(otel: Otel, flows: Any, start_worker: Any, world: World,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(telemetry, "QUEUE_DEPTH_SECONDS", 0.0)  # (at most one sample a minute otherwise)
     runs = [await wf.start_async(flows.sequential, 1) for _ in range(3)]  # no worker yet: they wait
     await telemetry.sample_queue_depth(world)
     ready = {"wf.queue": WORKFLOW_QUEUE, "wf.queue.state": "ready"}
