@@ -70,6 +70,7 @@ from ..runtime.ids import new_ulid, validate_id
 from ..runtime.state_machine import RunState, apply, plan
 from ..runtime.world import EventResult
 from . import faults
+from .entity_files import EntityFiles, SparePool
 from .event_log import committed_lines, encode_event, join_lines, parse_line, read_fd
 from .files import datasync, fsync_dir
 from .notify import Notifier
@@ -224,6 +225,10 @@ class RunStore:
         self._lines_lock = threading.Lock()
         self.view_writer = ViewWriter()
         self.syncer = Syncer()
+        self.entity_files = EntityFiles()  # one JSON file per step, hook and wait, behind the log
+        if self.entity_files.enabled:
+            self.entity_files.pool = SparePool(root / "queue" / "spare")
+        self.entity_files.on_run_end = self.view_writer.flush  # run.json at once when a run ends
 
     # --- paths ---
 
@@ -611,6 +616,7 @@ class RunStore:
             handle.views_dirty = True
             log.warning("run %s: events committed but views not updated (%s); they will be rewritten", handle.run_id,
                         exc)
+        self.entity_files.note(str(handle.run_dir), state, outcomes, view.count)
         return results, True, defer_sync
 
     @staticmethod
@@ -938,6 +944,7 @@ class RunStore:
             if self._write_run_view(handle, view, sync=self.fsync, only_changed=True):
                 log.info("run %s: rewrote its view, which lagged behind its log", run_id)
             handle.views_dirty = False
+            self.entity_files.note_all(str(handle.run_dir), view.state, view.count)
             for hook in view.state.hooks.values():
                 if hook.status == HookStatus.DISPOSED:
                     self.tokens.release(hook.token, run_id, hook.hook_id)
@@ -1091,6 +1098,7 @@ class RunStore:
 
     def close(self) -> None:
         """Close every open log descriptor (after writing the views still pending)."""
+        self.entity_files.close()
         self.syncer.close()
         self.view_writer.close()
         with self._handles_lock:
