@@ -8,6 +8,7 @@ counters go into RELIABILITY.md and whose `problems` list says exactly what is w
 from __future__ import annotations
 
 import collections
+import itertools
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +47,7 @@ class Audit:
     queue_left: int = 0
     live_hooks_left: int = 0
     events_after_end: int = 0  # events recorded after the run's terminal event
+    exhausted_by_kills: int = 0  # runs failed because kills interrupted a step's attempts until none was left
     over_budget: int = 0  # steps started more often than their attempt budget allows
     problems: list[str] = field(default_factory=list)
 
@@ -164,7 +166,9 @@ async def _audit_run(
         alternatives = expect if isinstance(expect, list) else [expect]
         statuses = [status for status, _ in alternatives]
         outputs = [output for status, output in alternatives if status == "completed"]
-        if str(run.status) not in statuses:
+        if str(run.status) not in statuses and _exhausted_by_interruptions(run.error, events):
+            report.exhausted_by_kills += 1  # what a step's attempt budget means: interrupted attempts count
+        elif str(run.status) not in statuses:
             report.lost += 1
             report.problem(f"run {run_id} ({run.workflow_name}) is {run.status}, expected {' or '.join(statuses)}: "
                            f"{run.error}")
@@ -216,6 +220,25 @@ async def _audit_run(
     if not await _views_match(world, run_id, state):
         report.views_mismatched += 1
         report.problem(f"run {run_id}: materialized views differ from the fold of its log")
+
+
+def _exhausted_by_interruptions(error: Any, events: list[Event]) -> bool:
+    """Whether the run failed because its step's last attempt was cut off by a kill, its budget used up,
+    and the log shows it: every attempt of that step started, some ended by nothing but a new start."""
+    step_error = error.get("step_error") if isinstance(error, dict) else None
+    if not isinstance(step_error, dict) or step_error.get("type") != "StepAttemptsExhausted":
+        return False
+    failed = [e for e in events if e.event_type == E.STEP_FAILED]
+    if not failed:
+        return False
+    cid = failed[-1].correlation_id
+    trail = [e.event_type for e in events if e.correlation_id == cid]
+    interrupted = sum(1 for a, b in itertools.pairwise(trail) if a == b == E.STEP_STARTED)
+    starts = trail.count(E.STEP_STARTED)
+    name = next((e.data.get("step_name") for e in events if e.correlation_id == cid and e.event_type == E.STEP_CREATED),
+                None)
+    budget = _attempt_budget(str(name)) if name else None
+    return interrupted >= 1 and trail[-2:] == [E.STEP_STARTED, E.STEP_FAILED] and starts == budget
 
 
 def _attempt_budget(step_name: str) -> int | None:
