@@ -273,7 +273,7 @@ class Writer:
             entity = getattr(state, kind).get(entity_id)
             if entity is not None:
                 entity_rows.setdefault(kind, []).append(makers[kind](entity, loaded.created_seq[(kind, entity_id)]))
-        async with conn.cursor() as cur:
+        async with conn.pipeline(), conn.cursor() as cur:  # one round trip for all the writes
             await cur.executemany(self.sql_insert_event, params)
             await cur.execute(self.sql_upsert_run, run_row)
             for at in ends:
@@ -282,9 +282,11 @@ class Writer:
             for kind in ("steps", "hooks", "waits"):
                 if kind in entity_rows:
                     await cur.executemany(self.sql_upsert[kind], entity_rows[kind])
-            await cur.execute("SELECT pg_notify(%s, %s)", (self.channel, f"r:{run_id}"))
             if run.status.terminal:
-                await cur.execute("SELECT pg_notify(%s, %s)", (self.channel, f"e:{run_id}"))
+                await cur.execute("SELECT pg_notify(%s, %s), pg_notify(%s, %s)",
+                                  (self.channel, f"r:{run_id}", self.channel, f"e:{run_id}"))
+            else:
+                await cur.execute("SELECT pg_notify(%s, %s)", (self.channel, f"r:{run_id}"))
 
     @staticmethod
     def _results(state: RunState, outcomes: list[tuple[Event, list[Event]]]) -> list[EventResult]:

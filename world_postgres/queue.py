@@ -129,22 +129,8 @@ class PgQueue(Queue):
             "r.run_id, now(), now(), now(), 'run:' || r.run_id FROM {s}.runs r "
             "WHERE r.status IN ('pending', 'running') "
             f"ON CONFLICT (idempotency_key) DO UPDATE SET {coalesce}").replace("{s}", s)
-        take_set = (
-            "SET lease_id = %(lease_id)s, lease_until = now() + %(lease)s * interval '1 second', "
-            "due_at = now() + %(lease)s * interval '1 second', holder = %(holder)s, deliveries = q.deliveries + 1, "
-            "again_at = CASE WHEN q.again_at <= now() THEN NULL ELSE q.again_at END "
-            f"FROM c WHERE q.message_id = c.message_id RETURNING {', '.join('q.' + c for c in _MESSAGE.split(', '))}"
-        )
-        self.sql_take_one = (
-            f"WITH c AS (SELECT message_id FROM {s}.queue WHERE queue = %(queue)s AND due_at <= now() "
-            "AND {ASYNC} "
-            "ORDER BY order_key, message_id LIMIT 1 FOR UPDATE SKIP LOCKED) "
-            f"UPDATE {s}.queue q {take_set}")
-        self.sql_take_many = (
-            f"WITH c AS (SELECT message_id FROM {s}.queue WHERE queue = ANY(%(queues)s) AND due_at <= now() "
-            "AND {ASYNC} "
-            "ORDER BY order_key, message_id LIMIT 1 FOR UPDATE SKIP LOCKED) "
-            f"UPDATE {s}.queue q {take_set}")
+        self.sql_take = (f"SELECT {_MESSAGE} FROM {s}.take_message(%(queues)s::text[], %(lease_id)s, "
+                         "%(lease)s::float8, %(holder)s)")
         self.sql_find_lease = f"SELECT {_MESSAGE} FROM {s}.queue WHERE lease_id = %s"
         self.sql_next_due = f"SELECT min(due_at) - now() FROM {s}.queue WHERE queue = ANY(%s)"
         self.sql_reap = (
@@ -168,16 +154,7 @@ class PgQueue(Queue):
         self.lock_space = lock_space
         self.sql_foreign_leases = (f"SELECT EXISTS (SELECT 1 FROM {s}.queue WHERE lease_id IS NOT NULL "
                                    "AND holder <> %s AND lease_until > now())")
-        self.sql_ack = (
-            f"WITH old AS (SELECT message_id, again_at FROM {s}.queue WHERE message_id = %(id)s "
-            "AND lease_id = %(lease_id)s AND {ASYNC} FOR UPDATE), "
-            f"gone AS (DELETE FROM {s}.queue q USING old WHERE q.message_id = old.message_id "
-            "AND old.again_at IS NULL RETURNING 1), "
-            f"again AS (UPDATE {s}.queue q SET lease_id = NULL, lease_until = NULL, holder = NULL, "
-            "available_at = old.again_at, due_at = old.again_at, again_at = NULL, deliveries = 0 FROM old "
-            "WHERE q.message_id = old.message_id AND old.again_at IS NOT NULL RETURNING 1) "
-            "SELECT (SELECT count(*) FROM old), (SELECT count(*) FROM again), "
-            "CASE WHEN EXISTS (SELECT 1 FROM again) THEN pg_notify(%(channel)s, 'q') END")
+        self.sql_ack = f"SELECT {s}.ack_message(%(id)s, %(lease_id)s, %(channel)s)"
         self.sql_nack = (
             f"WITH m AS (UPDATE {s}.queue q SET lease_id = NULL, lease_until = NULL, holder = NULL, again_at = NULL, "
             "available_at = LEAST(now() + %(delay)s * interval '1 second', COALESCE(q.again_at, 'infinity')), "
@@ -191,7 +168,7 @@ class PgQueue(Queue):
             f"UPDATE {s}.queue q SET lease_until = now() + %(lease)s * interval '1 second', "
             "due_at = now() + %(lease)s * interval '1 second', holder = %(holder)s "
             f"WHERE message_id = %(id)s AND lease_id = %(lease_id)s AND {{ASYNC}} RETURNING {_MESSAGE}")
-        for name in ("sql_take_one", "sql_take_many", "sql_ack", "sql_extend"):
+        for name in ("sql_extend",):
             setattr(self, name, getattr(self, name).replace("{ASYNC}", _ASYNC_COMMIT))
 
     async def _no_session(self) -> int:
@@ -237,11 +214,8 @@ class PgQueue(Queue):
 
     async def _claim(self, names: list[str], lease: float, lease_id: str) -> Message | None:
         holder = await self.session()
-        if len(names) == 1:
-            query, params = self.sql_take_one, {"queue": names[0]}
-        else:
-            query, params = self.sql_take_many, {"queues": names}
-        params.update(lease_id=lease_id, lease=lease, holder=holder)
+        query = self.sql_take
+        params = {"queues": names, "lease_id": lease_id, "lease": lease, "holder": holder}
 
         async def op(conn: AsyncConnection, attempt: int) -> Message | None:
             if attempt:  # an earlier try may have taken it, its answer lost with the connection
@@ -346,10 +320,10 @@ class PgQueue(Queue):
         async def op(conn: AsyncConnection, attempt: int) -> tuple[int, int]:
             cur = await conn.execute(self.sql_ack, params)
             row = await cur.fetchone()
-            assert row is not None
-            if row[0] == 0 and attempt:
+            outcome = int(row[0]) if row else 0
+            if outcome == 0 and attempt:
                 return (1, 0)  # an earlier try acked it; its answer was lost with the connection
-            return int(row[0]), int(row[1])
+            return int(outcome > 0), int(outcome == 2)
 
         found, again = await self.db.run(op)
         if not found:

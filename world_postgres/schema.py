@@ -107,6 +107,43 @@ CREATE TABLE {s}.stream_chunks (
     PRIMARY KEY (run_id, name_hash, idx)
 );
 
+-- The queue's two hottest statements, as functions: their plans are cached per connection
+-- (prepared statements stay off, for PgBouncer), and both commit without waiting for the WAL
+-- flush (a power loss may undo a take or an ack: the message is delivered again).
+CREATE FUNCTION {s}.take_message(p_queues text[], p_lease_id text, p_lease float8, p_holder integer)
+RETURNS SETOF {s}.queue LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    RETURN QUERY
+    WITH c AS (SELECT m.message_id FROM {s}.queue m WHERE m.queue = ANY(p_queues) AND m.due_at <= now()
+               ORDER BY m.order_key, m.message_id LIMIT 1 FOR UPDATE SKIP LOCKED)
+    UPDATE {s}.queue q SET lease_id = p_lease_id, lease_until = now() + p_lease * interval '1 second',
+        due_at = now() + p_lease * interval '1 second', holder = p_holder, deliveries = q.deliveries + 1,
+        again_at = CASE WHEN q.again_at <= now() THEN NULL ELSE q.again_at END
+    FROM c WHERE q.message_id = c.message_id RETURNING q.*;
+END $$;
+
+-- 0: not leased by p_lease_id (lost); 1: removed; 2: made available again (an enqueue asked for it).
+CREATE FUNCTION {s}.ack_message(p_id text, p_lease_id text, p_channel text) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE again timestamptz;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    SELECT q.again_at INTO again FROM {s}.queue q WHERE q.message_id = p_id AND q.lease_id = p_lease_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    IF again IS NULL THEN
+        DELETE FROM {s}.queue WHERE message_id = p_id;
+        RETURN 1;
+    END IF;
+    UPDATE {s}.queue SET lease_id = NULL, lease_until = NULL, holder = NULL, available_at = again, due_at = again,
+        again_at = NULL, deliveries = 0 WHERE message_id = p_id;
+    PERFORM pg_notify(p_channel, 'q');
+    RETURN 2;
+END $$;
+
 CREATE SEQUENCE {s}.sessions AS integer MINVALUE 1 CYCLE;
 CREATE TABLE {s}.workers (
     worker_id text PRIMARY KEY, session_no integer NOT NULL, info json NOT NULL,
