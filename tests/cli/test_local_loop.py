@@ -23,6 +23,8 @@ from wf.world_local.world import LocalWorld
 from .conftest import REPO, cli_env
 
 FLOWS = '''
+import asyncio
+
 import wf
 
 @wf.step
@@ -48,7 +50,8 @@ async def parent(x: int) -> int:
 
 @wf.workflow
 async def parent_quick(x: int) -> int:
-    return await add_ten(x)
+    (result,) = await asyncio.gather(add_ten(x))  # the child starts in a task of its own
+    return result
 '''
 
 OTHER = '''
