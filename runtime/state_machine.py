@@ -47,7 +47,8 @@ from .entities import (
     Wait,
     WaitStatus,
 )
-from .errors import EntityConflictError, NotFoundError, RunExpiredError, TooEarlyError
+from .errors import EntityConflictError, InvalidIdError, NotFoundError, RunExpiredError, TooEarlyError
+from .ids import validate_id
 
 E = EventType
 
@@ -323,3 +324,42 @@ def fold(events: list[Event]) -> RunState:
     for event in events:
         apply(state, event)
     return state
+
+
+#: What a correlation id names, by the kind `event_kind` gives.
+_ID_WHAT = {"steps": "step id", "hooks": "hook id", "waits": "wait id"}
+
+
+def event_kind(event_type: EventType) -> str | None:
+    """"steps", "hooks" or "waits": which entity an event's correlation id names (None: the run)."""
+    if event_type in STEP_EVENTS:
+        return "steps"
+    if event_type in HOOK_EVENTS:
+        return "hooks"
+    if event_type in WAIT_EVENTS:
+        return "waits"
+    return None
+
+
+def checked_event(run_id: str, event: Event) -> Event:
+    """An incoming event checked for shape before any World applies it (InvalidIdError if it is
+    malformed: an unknown type, another run's id, data that is not a dict, an unsafe correlation
+    id, a hook without a token), with its type and run id normalized."""
+    try:
+        event_type = EventType(event.event_type)
+    except ValueError:
+        raise InvalidIdError(f"unknown event type {event.event_type!r}") from None
+    if event.run_id and event.run_id != run_id:
+        raise InvalidIdError(f"event of run {event.run_id!r} sent to run {run_id!r}")
+    if not isinstance(event.data, dict):
+        raise InvalidIdError(f"event data must be a dict, got {type(event.data).__name__}")
+    kind = event_kind(event_type)
+    if kind is not None and event.correlation_id is not None:
+        validate_id(event.correlation_id, _ID_WHAT[kind])
+    if event_type == EventType.HOOK_CREATED:
+        token = event.data.get("token")
+        if not isinstance(token, str) or not token:
+            raise InvalidIdError(f"hook_created needs a non-empty string token, got {token!r}")
+    if event_type is not event.event_type or event.run_id != run_id:
+        event = event.evolve(event_type=event_type, run_id=run_id)
+    return event

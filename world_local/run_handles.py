@@ -17,9 +17,6 @@ from pathlib import Path
 from ulid import ULID
 
 from ..runtime.entities import (
-    HOOK_EVENTS,
-    STEP_EVENTS,
-    WAIT_EVENTS,
     Event,
     EventType,
     RunStatus,
@@ -47,7 +44,6 @@ _TERMINAL_RUN_EVENTS = frozenset({E.RUN_COMPLETED, E.RUN_FAILED, E.RUN_CANCELLED
 _END_STATUS = {E.RUN_COMPLETED.value: RunStatus.COMPLETED, E.RUN_FAILED.value: RunStatus.FAILED,
                E.RUN_CANCELLED.value: RunStatus.CANCELLED}
 _KIND = {E.STEP_CREATED: "steps", E.HOOK_CREATED: "hooks", E.WAIT_CREATED: "waits"}
-_ID_WHAT = {"steps": "step id", "hooks": "hook id", "waits": "wait id"}
 
 
 def run_channel(run_id: str) -> str:
@@ -58,17 +54,6 @@ def run_channel(run_id: str) -> str:
 def run_end_channel(run_id: str) -> str:
     """The Notifier channel woken when a run ends."""
     return f"run-end:{run_id}"
-
-
-def event_kind(event_type: EventType) -> str | None:
-    """"steps", "hooks" or "waits": which entity an event's correlation id names (None: the run)."""
-    if event_type in STEP_EVENTS:
-        return "steps"
-    if event_type in HOOK_EVENTS:
-        return "hooks"
-    if event_type in WAIT_EVENTS:
-        return "waits"
-    return None
 
 
 @dataclass(slots=True)

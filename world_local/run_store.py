@@ -43,7 +43,6 @@ import orjson
 
 from ..runtime.entities import (
     Event,
-    EventType,
     HookStatus,
     Run,
     RunStatus,
@@ -57,7 +56,7 @@ from ..runtime.errors import (
     StorageUnavailableError,
 )
 from ..runtime.ids import validate_id
-from ..runtime.state_machine import RunState, plan
+from ..runtime.state_machine import RunState, checked_event, event_kind, plan
 from ..runtime.world import EventResult
 from . import faults
 from .entity_files import EntityFiles, SparePool
@@ -68,7 +67,6 @@ from .log_reader import LogReader
 from .notify import Notifier
 from .run_handles import (
     _END_STATUS,
-    _ID_WHAT,
     _TERMINAL_RUN_EVENTS,
     E,
     LogView,
@@ -78,7 +76,6 @@ from .run_handles import (
     _creates_run,
     _event_id_after,
     _RunHandle,
-    event_kind,
     run_channel,
     run_end_channel,
 )
@@ -116,24 +113,7 @@ class RunStore(RunHandles, HookTokenClaims, LogReader):
         self.entity_files.on_run_end = self.view_writer.flush  # run.json at once when a run ends
 
     def _prepare(self, run_id: str, event: Event) -> Event:
-        try:
-            event_type = EventType(event.event_type)
-        except ValueError:
-            raise InvalidIdError(f"unknown event type {event.event_type!r}") from None
-        if event.run_id and event.run_id != run_id:
-            raise InvalidIdError(f"event of run {event.run_id!r} sent to run {run_id!r}")
-        if not isinstance(event.data, dict):
-            raise InvalidIdError(f"event data must be a dict, got {type(event.data).__name__}")
-        kind = event_kind(event_type)
-        if kind is not None and event.correlation_id is not None:
-            validate_id(event.correlation_id, _ID_WHAT[kind])
-        if event_type == E.HOOK_CREATED:
-            token = event.data.get("token")
-            if not isinstance(token, str) or not token:
-                raise InvalidIdError(f"hook_created needs a non-empty string token, got {token!r}")
-        if event_type is not event.event_type or event.run_id != run_id:
-            event = event.evolve(event_type=event_type, run_id=run_id)
-        return event
+        return checked_event(run_id, event)
 
     def commit(
         self, run_id: str, events: Sequence[Event], *, skip_conflicts: bool = False, expected_seq: int | None = None
