@@ -81,6 +81,7 @@ class _Api:
         self.Status = Status
         self.StatusCode = StatusCode
         self.sampled = TraceFlags(TraceFlags.SAMPLED)
+        self.not_sampled = TraceFlags(TraceFlags.DEFAULT)
         self.empty_context = context.Context()
         self.tracer: Any = None
         self.tracer_provider: Any = None
@@ -221,12 +222,25 @@ def _tracer(api: _Api) -> Any:
     return tracer
 
 
-def _parent(api: _Api, trace_id: int, parent_id: int | None) -> Any:
+def _parent(api: _Api, trace_id: int, parent_id: int | None, sampled: bool = True) -> Any:
     """The context to start a span in: under span `parent_id` of trace `trace_id`, or a root when None."""
     if parent_id is None:
         return api.empty_context
-    parent = api.SpanContext(trace_id, parent_id, is_remote=True, trace_flags=api.sampled)
+    flags = api.sampled if sampled else api.not_sampled
+    parent = api.SpanContext(trace_id, parent_id, is_remote=True, trace_flags=flags)
     return api.trace.set_span_in_context(api.NonRecordingSpan(parent), api.empty_context)
+
+
+def _root_sampled(api: _Api, tracer: Any, trace_id: int) -> bool:
+    """Whether the tracer's sampler keeps a run's trace (asked as for the run's root span: the
+    same answer in every process for the usual samplers, which decide by trace id)."""
+    sampler = getattr(tracer, "sampler", None)
+    if sampler is None:
+        return True
+    try:
+        return bool(sampler.should_sample(api.empty_context, trace_id, "wf.run").decision.is_sampled())
+    except Exception:  # noqa: BLE001 - a sampler of its own kind: keep the spans
+        return True
 
 
 def _start_span(api: _Api, tracer: Any, name: str, *, trace_id: int, span_id: int, context: Any,
@@ -255,19 +269,26 @@ def _ns(at: datetime | None) -> int:
 class RunTrace:
     """Where a run's spans go: its trace, its span's parent (child runs) and its link (the starter)."""
 
-    __slots__ = ("_inside", "link", "parent_id", "span_id", "trace_id")
+    __slots__ = ("_inside", "link", "parent_id", "parent_sampled", "span_id", "trace_id")
 
-    def __init__(self, run_id: str, trace_id: int, parent_id: int | None, link: tuple[int, int] | None) -> None:
+    def __init__(self, run_id: str, trace_id: int, parent_id: int | None, link: tuple[int, int] | None,
+                 parent_sampled: bool = True) -> None:
         self.trace_id = trace_id
         self.span_id = run_span_id(run_id)
         self.parent_id = parent_id
+        self.parent_sampled = parent_sampled
         self.link = link
         self._inside: Any = None
 
-    def inside(self, api: _Api) -> Any:
-        """The context of spans under the run's span (made once per run)."""
+    def outside(self, api: _Api) -> Any:
+        """The context the run's own span starts in: a root, or under its parent's call."""
+        return _parent(api, self.trace_id, self.parent_id, self.parent_sampled)
+
+    def inside(self, api: _Api, tracer: Any) -> Any:
+        """The context of spans under the run's span (made once per run), sampled as the run is."""
         if self._inside is None:
-            self._inside = _parent(api, self.trace_id, self.span_id)
+            sampled = self.parent_sampled if self.parent_id is not None else _root_sampled(api, tracer, self.trace_id)
+            self._inside = _parent(api, self.trace_id, self.span_id, sampled)
         return self._inside
 
 
@@ -293,7 +314,7 @@ def _trace_from(run_id: str, attributes: dict[str, Any] | None) -> RunTrace:
             link = (link_trace, link_span)
         if trace_id and parent_id:
             if attributes.get("parent_token"):  # a child run, nested under its parent's call
-                return RunTrace(run_id, trace_id, parent_id, link)
+                return RunTrace(run_id, trace_id, parent_id, link, carried.get("sampled") is not False)
             link = link or (trace_id, parent_id)  # a fork of a child: its own trace, linked to that call
         return RunTrace(run_id, run_trace_id(run_id), None, link)
     return RunTrace(run_id, run_trace_id(run_id), None, None)
@@ -326,7 +347,8 @@ def carry(attributes: dict[str, Any]) -> None:
     if not current.is_valid:
         return
     if attributes.get("parent_token"):
-        attributes[ATTRIBUTE] = {"trace_id": f"{current.trace_id:032x}", "parent_span_id": f"{current.span_id:016x}"}
+        attributes[ATTRIBUTE] = {"trace_id": f"{current.trace_id:032x}", "parent_span_id": f"{current.span_id:016x}",
+                                 "sampled": current.trace_flags.sampled}
     else:
         attributes[ATTRIBUTE] = {"link_trace_id": f"{current.trace_id:032x}",
                                  "link_span_id": f"{current.span_id:016x}"}
@@ -394,7 +416,7 @@ def _start_attempt(run_id: str, step_id: str, step_name: str, attempt: int, work
         if attempt > 1:
             attributes["wf.step.retry"] = True
         span = _start_span(api, tracer, f"wf.step {step_name}", trace_id=trace.trace_id,
-                           span_id=attempt_span_id(run_id, step_id, attempt), context=trace.inside(api),
+                           span_id=attempt_span_id(run_id, step_id, attempt), context=trace.inside(api, tracer),
                            start_ns=start_ns, attributes=attributes)
     holder = Attempt(span, step_name, metric_attributes, start_ns)
     if len(_attempts) >= MAX_OPEN:  # outcomes never recorded here (a conflict, a stop): forget the oldest
@@ -538,7 +560,7 @@ def _run_ended(api: _Api, trace: RunTrace, event: Event, run: Run) -> None:
         attributes["wf.run.parent_id"] = parent_run
     end_ns = _ns(event.created_at)
     span = _start_span(api, tracer, f"wf.run {run.workflow_name}", trace_id=trace.trace_id,
-                       span_id=trace.span_id, context=_parent(api, trace.trace_id, trace.parent_id),
+                       span_id=trace.span_id, context=trace.outside(api),
                        start_ns=_ns(run.created_at or event.created_at), attributes=attributes, links=links)
     if event.event_type == E.RUN_FAILED:
         _error_status(api, span, event.data.get("error") or {}, recorded=False, at_ns=end_ns)
@@ -558,7 +580,7 @@ def _wait_ended(api: _Api, trace: RunTrace, event: Event, result: EventResult) -
         start = wait.created_at or start
         attributes["wf.wait.resume_at"] = wait.resume_at.isoformat()
     span = _start_span(api, tracer, "wf.sleep", trace_id=trace.trace_id, span_id=wait_span_id(run.run_id, wait_id),
-                       context=trace.inside(api), start_ns=_ns(start), attributes=attributes)
+                       context=trace.inside(api, tracer), start_ns=_ns(start), attributes=attributes)
     span.end(end_time=_ns(event.created_at))
 
 
@@ -588,7 +610,7 @@ def _hook_received(api: _Api, trace: RunTrace, event: Event, result: EventResult
     if current.is_valid:  # whoever resumed the hook (a webhook's request, a child's last step...)
         links.append(api.Link(current, {"wf.link": "resumed_by"}))
     span = _start_span(api, tracer, name, trace_id=trace.trace_id, span_id=hook_span_id(run.run_id, hook_id, number),
-                       context=trace.inside(api), start_ns=_ns(start), attributes=attributes, links=links)
+                       context=trace.inside(api, tracer), start_ns=_ns(start), attributes=attributes, links=links)
     span.end(end_time=_ns(event.created_at))
 
 

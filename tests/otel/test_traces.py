@@ -308,3 +308,23 @@ async def test_a_fork_of_a_child_run_is_a_trace_of_its_own(otel: Otel, flows: An
     spans = await spans_until(otel, has_run_span(fork.run_id))
     root, _ = run_shape(spans, fork.run_id)  # a root in a trace derived from its own id
     assert [link.context.span_id for link in root.links] == [start_child.context.span_id]
+
+
+async def test_a_run_sampled_out_emits_nothing_not_even_its_steps_and_user_spans(
+    otel: Otel, flows: Any, start_worker: Any, monkeypatch: Any
+) -> None:
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    tracer = telemetry._tracer(telemetry._load())
+    monkeypatch.setattr(tracer, "sampler", ParentBased(TraceIdRatioBased(0.0)))  # wf's tracer keeps no trace
+    start_worker()
+    await run_to_end(flows.user_spans)
+    await run_to_end(flows.parent, 2)  # a child run follows its parent's decision
+    await asyncio.sleep(0.2)
+    assert otel.spans() == [], [s.name for s in otel.spans()]
+    monkeypatch.setattr(tracer, "sampler", ParentBased(TraceIdRatioBased(1.0)))
+    run_id, _ = await run_to_end(flows.user_spans)
+    spans = await spans_until(otel, has_run_span(run_id))
+    assert sorted(s.name for s in spans) == sorted([f"wf.run {flows.user_spans.name}",
+                                                    f"wf.step {flows.async_user_span.name}",
+                                                    f"wf.step {flows.sync_user_span.name}", "user-async", "user-sync"])
