@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))  # the repository, for `tests.otel.helpers`
 
 
 def main() -> None:
+    sys.path.insert(0, str(HERE.parents[1]))  # the repository, for `tests.otel.helpers`
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
