@@ -15,7 +15,9 @@ never imports a World implementation: the known schemes map to module paths impo
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
 import importlib
 import inspect
 import os
@@ -197,7 +199,23 @@ class _Portal:
                 "this wf call blocks; inside async code use its async twin "
                 "(e.g. `await wf.start_async(...)`, `await run.result_async()`)"
             )
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        # The caller's context variables (an OpenTelemetry span, say) go with the coroutine.
+        context = contextvars.copy_context()
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def finish(task: asyncio.Task[T]) -> None:
+            if task.cancelled():
+                done.cancel()
+            elif (exc := task.exception()) is not None:
+                done.set_exception(exc)
+            else:
+                done.set_result(task.result())
+
+        def begin() -> None:
+            self.loop.create_task(coro, context=context).add_done_callback(finish)
+
+        self.loop.call_soon_threadsafe(begin)
+        return done.result()
 
 
 _portal_instance: _Portal | None = None

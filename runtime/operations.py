@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from . import telemetry
 from .children import notify_parent
 from .debugger import ReplayReport, replay_run
 from .entities import Event, EventType, Page, Run, RunStatus
@@ -88,7 +89,9 @@ async def cancel_run(world: World, run_id: str, *, reason: str | None = None, ch
         return CancelResult(run_id, run.status, False)
     data = {"reason": reason} if reason else {}
     with contextlib.suppress(EntityConflictError, RunExpiredError):  # it ended meanwhile: say how
-        await world.events.create(run_id, Event(run_id, E.RUN_CANCELLED, data=data))
+        result = await world.events.create(run_id, Event(run_id, E.RUN_CANCELLED, data=data))
+        if telemetry.ON:
+            telemetry.recorded([result])
     run = await world.runs.get(run_id, resolve_data=False)
     if run.status != RunStatus.CANCELLED:
         return CancelResult(run_id, run.status, False, done)
@@ -186,13 +189,16 @@ async def _fail_step(world: World, run_id: str, step_id: str) -> str:
         "traceback": "",
     }
     try:
-        await world.events.create(run_id, Event(run_id, E.STEP_FAILED, correlation_id=step_id, data={"error": error}))
+        result = await world.events.create(run_id, Event(run_id, E.STEP_FAILED, correlation_id=step_id,
+                                                         data={"error": error}))
     except EntityConflictError:
         return "step had already finished; message removed"
     except RunExpiredError:
         return "run already ended"
     except NotFoundError:
         return "no such step; message removed"
+    if telemetry.ON:
+        telemetry.recorded([result])
     return "failed"
 
 

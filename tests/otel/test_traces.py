@@ -328,3 +328,21 @@ async def test_a_run_sampled_out_emits_nothing_not_even_its_steps_and_user_spans
     assert sorted(s.name for s in spans) == sorted([f"wf.run {flows.user_spans.name}",
                                                     f"wf.step {flows.async_user_span.name}",
                                                     f"wf.step {flows.sync_user_span.name}", "user-async", "user-sync"])
+
+
+async def test_the_blocking_wf_start_links_the_run_to_the_callers_span(
+    otel: Otel, flows: Any, start_worker: Any
+) -> None:
+    """wf.start runs on wf's background loop thread: the caller's current span must still reach it."""
+    start_worker()
+    tracer = trace.get_tracer("test")
+
+    def start_blocking() -> tuple[str, Any]:
+        with tracer.start_as_current_span("sync-caller") as caller:
+            run = wf.start(flows.sequential, 1)
+        return run.id, caller
+
+    run_id, caller = await asyncio.to_thread(start_blocking)
+    spans = await spans_until(otel, has_run_span(run_id))
+    root, _ = run_shape(spans, run_id)
+    assert [link.context.span_id for link in root.links] == [caller.get_span_context().span_id]
