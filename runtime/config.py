@@ -15,9 +15,7 @@ never imports a World implementation: the known schemes map to module paths impo
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import contextvars
 import importlib
 import inspect
 import os
@@ -199,23 +197,9 @@ class _Portal:
                 "this wf call blocks; inside async code use its async twin "
                 "(e.g. `await wf.start_async(...)`, `await run.result_async()`)"
             )
-        # The caller's context variables (an OpenTelemetry span, say) go with the coroutine.
-        context = contextvars.copy_context()
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def finish(task: asyncio.Task[T]) -> None:
-            if task.cancelled():
-                done.cancel()
-            elif (exc := task.exception()) is not None:
-                done.set_exception(exc)
-            else:
-                done.set_result(task.result())
-
-        def begin() -> None:
-            self.loop.create_task(coro, context=context).add_done_callback(finish)
-
-        self.loop.call_soon_threadsafe(begin)
-        return done.result()
+        # run_coroutine_threadsafe schedules from this thread, so the task starts in a copy of the
+        # caller's context: its context variables (an OpenTelemetry span, say) go with the coroutine.
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
 
 _portal_instance: _Portal | None = None
