@@ -1,13 +1,15 @@
 """The write path: record events of one run in one transaction, entities updated alongside.
 
-`commit_events` locks the run's row (`FOR UPDATE`), loads what the state machine needs
-(the run, and each step, hook or wait the events name), plans and applies the events with
-`wf.runtime.state_machine`, then inserts the events and upserts the changed entities in
-the same transaction. A run's end disposes its live hooks and waiting waits with one
-UPDATE each, as `apply` does to those it holds. Hook tokens are unique among live hooks by
-a partial unique index: two runs claiming one token at once collide there, and the loser
-replays its transaction, now seeing the token taken (`hook_conflict`). Lazy creation races
-the same way on the runs' primary key. A commit notifies `r:<run>` (and `e:<run>` at its end).
+`Writer.commit` locks the run's row (`FOR UPDATE`), loads what the state machine needs (the
+run, and each step, hook or wait the events name), plans and applies the events with
+`wf.runtime.state_machine`, then inserts the events and upserts the changed entities in the
+same transaction. It runs in a pipeline: BEGIN and the reads travel in one round trip, the
+writes and COMMIT in a second (a hook_created adds one, for its token). A run's end disposes
+its live hooks and waiting waits with one UPDATE each, as `apply` does to those it holds.
+Hook tokens are unique among live hooks by a partial unique index: two runs claiming one
+token at once collide there, and the loser replays its transaction, now seeing the token
+taken (`hook_conflict`). Lazy creation races the same way on the runs' primary key. A
+commit notifies `r:<run>` (and `e:<run>` at its end).
 """
 
 from __future__ import annotations
@@ -156,20 +158,20 @@ class Writer:
         self.sql_find_event = f"SELECT seq FROM {s}.events WHERE run_id = %s AND event_id = %s"
 
     async def _load(self, conn: AsyncConnection, run_id: str, events: list[Event]) -> _Loaded:
-        cur = await conn.execute(self.sql_run, (run_id,))
-        row = await cur.fetchone()
-        run = rows.run_from_row(row) if row is not None else None
-        loaded = _Loaded(RunState(run), row[12] if row is not None else "")
-        if run is None:
-            return loaded
+        """The run (locked) and the entities the events name: sent together, one round trip in a pipeline."""
         wanted: dict[str, list[str]] = {}
         for event in events:
             kind = event_kind(event.event_type)
             if kind is not None and event.correlation_id:
                 wanted.setdefault(kind, []).append(event.correlation_id)
+        run_cur = await conn.execute(self.sql_run, (run_id,))
+        entity_curs = [(kind, await conn.execute(self.sql_entities[kind], (run_id, list(dict.fromkeys(ids)))))
+                       for kind, ids in wanted.items()]
+        row = await run_cur.fetchone()
+        run = rows.run_from_row(row) if row is not None else None
+        loaded = _Loaded(RunState(run), row[12] if row is not None else "")
         reader = {"steps": rows.step_from_row, "hooks": rows.hook_from_row, "waits": rows.wait_from_row}
-        for kind, ids in wanted.items():
-            cur = await conn.execute(self.sql_entities[kind], (run_id, list(dict.fromkeys(ids))))
+        for kind, cur in entity_curs:
             for entity_row in await cur.fetchall():
                 entity = reader[kind](entity_row[:-1])
                 entity_id = entity_row[1]
@@ -196,7 +198,8 @@ class Writer:
         results (so a retry after a lost commit can tell whether it landed). Retry on a lost race."""
         now = utcnow()
         try:
-            async with conn.transaction():
+            # In a pipeline: BEGIN and the reads go in one round trip, the writes and COMMIT in another.
+            async with conn.pipeline(), conn.transaction():
                 loaded = await self._load(conn, run_id, events)
                 state = loaded.state
                 if state.base_run is None:
@@ -273,7 +276,7 @@ class Writer:
             entity = getattr(state, kind).get(entity_id)
             if entity is not None:
                 entity_rows.setdefault(kind, []).append(makers[kind](entity, loaded.created_seq[(kind, entity_id)]))
-        async with conn.pipeline(), conn.cursor() as cur:  # one round trip for all the writes
+        async with conn.cursor() as cur:  # sent with the COMMIT (the caller's pipeline)
             await cur.executemany(self.sql_insert_event, params)
             await cur.execute(self.sql_upsert_run, run_row)
             for at in ends:
