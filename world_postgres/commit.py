@@ -24,58 +24,22 @@ from psycopg import AsyncConnection
 from ulid import ULID
 
 from ..runtime.entities import (
-    HOOK_EVENTS,
-    STEP_EVENTS,
-    WAIT_EVENTS,
     Event,
     EventType,
     HookStatus,
     utcnow,
 )
-from ..runtime.errors import EntityConflictError, InvalidIdError
+from ..runtime.errors import EntityConflictError
 from ..runtime.ids import new_ulid, validate_id
-from ..runtime.state_machine import RunState, apply, plan
+from ..runtime.state_machine import RunState, apply, checked_event, event_kind, plan
 from ..runtime.world import EventResult
 from . import rows
 from .rows import to_json
 
 E = EventType
 _TERMINAL = frozenset({E.RUN_COMPLETED, E.RUN_FAILED, E.RUN_CANCELLED})
-_ID_WHAT = {"steps": "step id", "hooks": "hook id", "waits": "wait id"}
 #: Unique indexes whose violation means "someone else got there first: replay the transaction".
 RACE_CONSTRAINTS = frozenset({"runs_pkey", "hooks_live_token", "events_pkey"})
-
-
-def event_kind(event_type: EventType) -> str | None:
-    if event_type in STEP_EVENTS:
-        return "steps"
-    if event_type in HOOK_EVENTS:
-        return "hooks"
-    if event_type in WAIT_EVENTS:
-        return "waits"
-    return None
-
-
-def prepare(run_id: str, event: Event) -> Event:
-    """Check an incoming event's shape (InvalidIdError), with run id and type normalized."""
-    try:
-        event_type = EventType(event.event_type)
-    except ValueError:
-        raise InvalidIdError(f"unknown event type {event.event_type!r}") from None
-    if event.run_id and event.run_id != run_id:
-        raise InvalidIdError(f"event of run {event.run_id!r} sent to run {run_id!r}")
-    if not isinstance(event.data, dict):
-        raise InvalidIdError(f"event data must be a dict, got {type(event.data).__name__}")
-    kind = event_kind(event_type)
-    if kind is not None and event.correlation_id is not None:
-        validate_id(event.correlation_id, _ID_WHAT[kind])
-    if event_type == E.HOOK_CREATED:
-        token = event.data.get("token")
-        if not isinstance(token, str) or not token:
-            raise InvalidIdError(f"hook_created needs a non-empty string token, got {token!r}")
-    if event_type is not event.event_type or event.run_id != run_id:
-        event = event.evolve(event_type=event_type, run_id=run_id)
-    return event
 
 
 def _event_id_after(last: str) -> str:
@@ -312,4 +276,4 @@ class Writer:
 def prepare_all(run_id: str, events: Sequence[Event]) -> list[Event]:
     """Validate the run id and every event of a batch before anything reaches the database."""
     validate_id(run_id, "run id")
-    return [prepare(run_id, event) for event in events]
+    return [checked_event(run_id, event) for event in events]
