@@ -113,6 +113,9 @@ class Listener:
         self._stop = threading.Event()
         self._start_lock = threading.Lock()
         self._started = False
+        #: worker_id -> info JSON of the workers this process announced (put back after a reconnect,
+        #: in case another process removed them while our session lock was gone).
+        self.announced: dict[str, str] = {}
         self._conn: psycopg.Connection | None = None
         self._thread = threading.Thread(target=self._main, name=f"wf-pg-listen-{schema}", daemon=True)
 
@@ -157,6 +160,10 @@ class Listener:
             if not row or not row[0]:
                 raise RuntimeError(f"session lock {self.session_no} is held by another process")
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            for worker_id, info in list(self.announced.items()):
+                conn.execute(sql.SQL("INSERT INTO {}.workers (worker_id, session_no, info) VALUES (%s, %s, %s::json) "
+                                     "ON CONFLICT (worker_id) DO NOTHING").format(sql.Identifier(self.schema)),
+                             (worker_id, self.session_no, info))
         except BaseException:
             conn.close()
             raise

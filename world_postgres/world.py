@@ -193,12 +193,14 @@ class PostgresWorld(World):
         """Record this process as a live worker, alive as long as its session lock is held."""
         session_no = await self.session()
         worker_id = f"{os.getpid()}-{new_ulid()}"
-        doc = {"worker_id": worker_id, **info}
+        doc = rows.to_json({"worker_id": worker_id, **info}, "worker info")
         await self._query(f"INSERT INTO {self.s}.workers (worker_id, session_no, info) VALUES (%s, %s, %s::json) "
-                          "RETURNING 1", (worker_id, session_no, rows.to_json(doc, "worker info")))
+                          "RETURNING 1", (worker_id, session_no, doc))
+        self.listener.announced[worker_id] = doc
         return worker_id
 
     async def retire_worker(self, worker_id: str) -> None:
+        self.listener.announced.pop(worker_id, None)
         await self._query(f"DELETE FROM {self.s}.workers WHERE worker_id = %s RETURNING 1", (worker_id,))
 
     async def live_workers(self) -> list[dict[str, Any]]:

@@ -144,6 +144,7 @@ async def test_the_server_restarted_mid_run_loses_and_sticks_nothing(
     assert set(ended.values()) == {RunStatus.COMPLETED}, [w.log() for w in workers]
     await _audit(pg_world, run_ids, 10)
     await _audit(pg_world, more, 3)
+    assert len(await pg_world.live_workers()) == 2  # both still present after their reconnects
     for worker in workers:
         log = worker.log()
         assert "Traceback" not in log, log
