@@ -94,7 +94,7 @@ async def test_approval_escalates_after_a_day_without_waiting_a_day(wf_env: Work
 
 
 async def test_fanout_keeps_order_and_aggregates(wf_env: WorkflowEnv) -> None:
-    run = await wf_env.start(example("fanout").score_documents, 12, 3)
+    run = await wf_env.start(example("fanout").score_documents, 12)  # at most 4 at once: @wf.step(concurrency=4)
     assert await run.result_async() == {"documents": 12, "total_words": 12 * 40 + 5 * 66, "longest": "doc-11"}
     await wf_env.assert_replays(run)
 
