@@ -98,7 +98,8 @@ class Worker(RunDriver):
             background.append(asyncio.create_task(self._prune_now_and_then(self.retention)))
         generation = await self.world.drain_generation()
         try:
-            presence = await self.world.announce_worker({"kind": "worker", "concurrency": self.concurrency})
+            presence = await self.world.announce_worker({"kind": "worker", "concurrency": self.concurrency,
+                                                         "workflows": sorted(self.registry.workflows)})
         except WorldError as exc:  # presence only informs observers: never a reason to stop
             log.warning("could not announce this worker: %s", exc)
             presence = ""
