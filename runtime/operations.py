@@ -246,8 +246,10 @@ async def active_runs(world: World) -> list[Run]:
 
 
 async def recover_runs(world: World) -> list[Run]:
-    """Re-enqueue every active run (idempotent), after the World's own start-up recovery; returns them."""
+    """Re-enqueue every active run (idempotent), after the World's own start-up recovery and a check of
+    every run's status against its log (`World.verify_runs`); returns them."""
     await world.start()
+    await world.verify_runs()
     active = await active_runs(world)
     for run in active:
         await enqueue_workflow(world, run.run_id)

@@ -64,10 +64,31 @@ def served_workflows(workers: list[dict[str, Any]]) -> set[str] | None:
     return served
 
 
+#: A worker whose clock is further than this (seconds) from the World's is named by doctor.
+CLOCK_SKEW_NOTE = 1.0
+
+
+def clock_notes(workers: list[dict[str, Any]]) -> list[str]:
+    """One line per live worker whose clock disagrees with the World's by more than CLOCK_SKEW_NOTE."""
+    notes = []
+    for info in workers:
+        skew = info.get("clock_skew")
+        if isinstance(skew, int | float) and abs(skew) > CLOCK_SKEW_NOTE:
+            who = f"worker {info.get('worker_id') or '?'}"
+            notes.append(f"{who}: its clock is {abs(skew):.1f} s {'ahead of' if skew > 0 else 'behind'} the World's; "
+                         "events it records carry its clock: fix the machine's time (NTP)")
+    return notes
+
+
 async def worker_notes(world: World) -> list[str]:
-    """One line per workflow whose active runs no live worker will run."""
+    """One line per workflow whose active runs no live worker will run, and per worker whose clock is off."""
     if "workers" not in world.capabilities:
         return []
+    skewed = clock_notes(await world.live_workers())
+    return skewed + await _unserved_notes(world)
+
+
+async def _unserved_notes(world: World) -> list[str]:
     active = await active_runs(world)
     if not active:
         return []

@@ -105,6 +105,10 @@ async def record_run(
     if idempotency_key is not None:
         if not isinstance(idempotency_key, str) or not idempotency_key:
             raise InvalidIdError("idempotency_key must be a non-empty string")
+        try:
+            idempotency_key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidIdError(f"idempotency_key {idempotency_key!r} cannot be encoded as UTF-8") from None
         run_id = run_id or idempotent_run_id(name, idempotency_key)
         data["attributes"]["idempotency_key"] = idempotency_key
     else:

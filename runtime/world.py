@@ -385,6 +385,15 @@ class World(ABC):
                 return ids
             cursor = page.next_cursor
 
+    async def verify_runs(self) -> list[str]:
+        """Check every run's status against the end of its log, make active again each run whose
+        log does not end it, and enqueue it; return those runs' ids.
+
+        For `wf recover` after a power loss: a World whose status is written in the same
+        transaction as the log (the default) has nothing to find.
+        """
+        return []
+
     async def count_runs(self) -> dict[RunStatus, int]:
         """How many runs the store holds in each status (every status present, 0 for none).
 

@@ -277,6 +277,15 @@ async def test_same_idempotency_key_gives_the_same_run(worker):
     assert await a.result_async(timeout=10) == 11
 
 
+async def test_an_idempotency_key_that_cannot_be_encoded_is_a_typed_error_and_records_nothing(world):
+    from wf.runtime.errors import InvalidIdError
+
+    before = await world.run_ids()
+    with pytest.raises(InvalidIdError, match="cannot be encoded"):
+        await wf.start_async(add_ten, 1, idempotency_key="\ud800")
+    assert await world.run_ids() == before
+
+
 async def test_get_run_of_an_unknown_or_malformed_id_fails_fast(world):
     with pytest.raises(wf.RunNotFoundError):
         await wf.get_run_async("wrun_01HZZZZZZZZZZZZZZZZZZZZZZZ")

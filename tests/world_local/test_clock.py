@@ -20,6 +20,7 @@ import pytest
 
 import wf
 from wf.runtime.entities import Event, EventType
+from wf.runtime.serving import worker_notes
 from wf.world_local.world import LocalWorld
 
 from .conftest import FLOWS, REPO
@@ -80,6 +81,8 @@ async def test_a_worker_whose_clock_is_off_by_hours_takes_work_when_it_is_due(
     workers = await world.live_workers()
     assert len(workers) == 1 and abs(workers[0]["clock_skew"] - skew) < 5, workers
     assert "clock is" in log.read_text() and ("behind" if skew < 0 else "ahead of") in log.read_text()
+    notes = await worker_notes(world)  # what wf doctor prints
+    assert [n for n in notes if "clock is" in n and ("behind" if skew < 0 else "ahead of") in n], notes
 
 
 async def test_a_correct_clock_announces_no_skew(world: LocalWorld) -> None:
@@ -88,6 +91,7 @@ async def test_a_correct_clock_announces_no_skew(world: LocalWorld) -> None:
     try:
         [info] = [w for w in await world.live_workers() if w["worker_id"] == worker_id]
         assert abs(info["clock_skew"]) < 0.25
+        assert not [n for n in await worker_notes(world) if "clock is" in n]
     finally:
         await world.retire_worker(worker_id)
 

@@ -104,6 +104,21 @@ async def test_verify_runs_reactivates_runs_whose_log_does_not_end_them_whatever
         await world.close()
 
 
+async def test_wf_recover_trusts_the_log_within_the_same_boot(data_dir: Path) -> None:
+    from wf.runtime.operations import recover_runs
+
+    run_id = await finished_run(data_dir)
+    tear_last_step(data_dir, run_id)
+    world = LocalWorld(data_dir, fsync=False)
+    try:
+        active = await recover_runs(world)  # what `wf recover` does
+        assert [run.run_id for run in active] == [run_id]
+        await drive_to_end(world, run_id)
+        assert (await world.runs.get(run_id)).status == RunStatus.COMPLETED
+    finally:
+        await world.close()
+
+
 async def test_a_marker_the_log_contradicts_is_corrected_both_ways(data_dir: Path) -> None:
     run_id = await finished_run(data_dir)
     completed = data_dir / "index" / "status" / "completed" / run_id
