@@ -33,9 +33,7 @@ import contextlib
 import fcntl
 import itertools
 import logging
-import math
 import os
-import re
 import secrets
 import threading
 import time
@@ -46,8 +44,9 @@ from typing import Any
 
 import orjson
 
-from ..runtime.errors import InvalidIdError, NotFoundError, WorldError
+from ..runtime.errors import NotFoundError, WorldError
 from ..runtime.ids import new_ulid, validate_id
+from ..runtime.queue_args import MAX_QUEUE_NAME, check_enqueue, check_name, check_seconds, queue_names
 from ..runtime.world import Message, Queue
 from .boundary import storage_boundary
 from .files import dumps
@@ -68,34 +67,8 @@ DEAD_HOLDER_POLL_SECONDS = 0.2
 #: A waiting `take` re-checks (one fstat) at least this often, should a notification be lost.
 MAX_PAUSE_SECONDS = 1.0
 
-_MAX_NAME = 200
-_MAX_KEY = 1000
 
 
-_CONTROL = re.compile(r"[\x00-\x1f]")
-
-
-def _check_name(value: object, what: str, limit: int) -> str:
-    if not isinstance(value, str) or not value or len(value) > limit or _CONTROL.search(value):
-        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
-        raise InvalidIdError(f"invalid {what} {shown}: use 1 to {limit} printable characters")
-    return value
-
-
-def _check_seconds(value: object, what: str) -> float:
-    if type(value) is float or type(value) is int:
-        if math.isfinite(value):
-            return float(value)
-    elif not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value):
-        return float(value)
-    raise ValueError(f"{what} must be a finite number of seconds, not {value!r}")
-
-
-def _queue_names(queues: Sequence[str] | str) -> list[str]:
-    names = [queues] if isinstance(queues, str) else list(queues)
-    for name in names:
-        _check_name(name, "queue name", _MAX_NAME)
-    return names
 
 
 class _FileLock:
@@ -280,14 +253,7 @@ class LocalQueue(Queue):
         order_key: str | None = None,
     ) -> str:
         """Add a message (or coalesce into the one holding `idempotency_key`); return its id."""
-        _check_name(queue, "queue name", _MAX_NAME)
-        if not isinstance(payload, dict):
-            raise TypeError(f"a queue payload must be a dict, not {type(payload).__name__}")
-        if idempotency_key is not None:
-            _check_name(idempotency_key, "idempotency key", _MAX_KEY)
-        if order_key is not None:
-            _check_name(order_key, "order key", _MAX_KEY)
-        delay = max(0.0, _check_seconds(delay, "delay"))
+        delay = check_enqueue(queue, payload, idempotency_key, order_key, delay)
         self._check_open()
         payload = orjson.loads(dumps(payload))  # our own copy, exactly as stored; bad payloads fail here
         now = self._now()
@@ -350,12 +316,12 @@ class LocalQueue(Queue):
         self, queues: Sequence[str], *, lease: float = 60.0, timeout: float | None = 0.0
     ) -> Message | None:
         """Lease the first deliverable message of `queues`, waiting up to `timeout` seconds for one."""
-        names = _queue_names(queues)
-        lease = _check_seconds(lease, "lease")
+        names = queue_names(queues)
+        lease = check_seconds(lease, "lease")
         if lease <= 0:
             raise ValueError(f"lease must be positive, not {lease!r}")
         if timeout is not None:
-            timeout = _check_seconds(timeout, "timeout")
+            timeout = check_seconds(timeout, "timeout")
         message = self._take_now(names, lease)
         if message is not None or (timeout is not None and timeout <= 0):
             return message
@@ -432,7 +398,7 @@ class LocalQueue(Queue):
 
     async def nack(self, message: Message, *, delay: float = 0.0) -> None:
         """Give a leased message back, deliverable again after `delay` seconds."""
-        delay = max(0.0, _check_seconds(delay, "delay"))
+        delay = max(0.0, check_seconds(delay, "delay"))
         self._check_open()
         with self._mutex, self._exclusive():
             record = self._leased_record(message)
@@ -451,7 +417,7 @@ class LocalQueue(Queue):
 
     async def extend(self, message: Message, *, lease: float) -> Message:
         """Renew a lease for `lease` more seconds from now."""
-        lease = _check_seconds(lease, "lease")
+        lease = check_seconds(lease, "lease")
         if lease <= 0:
             raise ValueError(f"lease must be positive, not {lease!r}")
         self._check_open()
@@ -470,7 +436,7 @@ class LocalQueue(Queue):
     async def list(self, queue: str | None = None) -> list[Message]:
         """Every message not yet acked, smallest order_key first, with its state now."""
         if queue is not None:
-            _check_name(queue, "queue name", _MAX_NAME)
+            check_name(queue, "queue name", MAX_QUEUE_NAME)
         self._check_open()
         with self._mutex:
             with self._exclusive():

@@ -20,8 +20,6 @@ to a dropped connection finds its message again on the retry instead of orphanin
 from __future__ import annotations
 
 import asyncio
-import math
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -31,8 +29,9 @@ from typing import Any
 import orjson
 from psycopg import AsyncConnection
 
-from ..runtime.errors import InvalidIdError, NotFoundError
+from ..runtime.errors import NotFoundError
 from ..runtime.ids import new_ulid, validate_id
+from ..runtime.queue_args import MAX_QUEUE_NAME, check_enqueue, check_name, check_seconds, queue_names
 from ..runtime.world import Message, Queue
 from .database import Database
 from .notify import Hub, Listener
@@ -43,38 +42,11 @@ REAP_SECONDS = 0.25
 #: A waiting take looks again at least this often, should a notification be lost.
 POLL_SECONDS = 1.0
 
-_MAX_NAME = 200
-_MAX_KEY = 1000
-_CONTROL = re.compile(r"[\x00-\x1f]")
 #: In a statement's WHERE clause: commit it without waiting for the WAL flush. Only for take,
 #: ack and extend, which the contract lets a power loss undo (the message is delivered again).
 _ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true) IS NOT NULL"
 _MESSAGE = ("message_id, queue, payload, order_key, available_at, deliveries, idempotency_key, lease_id, "
             "lease_until, holder, again_at")
-
-
-def check_name(value: object, what: str, limit: int) -> str:
-    if not isinstance(value, str) or not value or len(value) > limit or _CONTROL.search(value):
-        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
-        raise InvalidIdError(f"invalid {what} {shown}: use 1 to {limit} printable characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidIdError(f"invalid {what} {value!r}: not encodable as UTF-8") from None
-    return value
-
-
-def check_seconds(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number of seconds, not {value!r}")
-    return float(value)
-
-
-def _queue_names(queues: Sequence[str] | str) -> list[str]:
-    names = [queues] if isinstance(queues, str) else list(queues)
-    for name in names:
-        check_name(name, "queue name", _MAX_NAME)
-    return names
 
 
 def _message(row: tuple[Any, ...], now: datetime, leased_view: bool = False) -> Message:
@@ -186,14 +158,7 @@ class PgQueue(Queue):
         order_key: str | None = None,
     ) -> str:
         """Add a message (or coalesce into the one holding `idempotency_key`); return its id."""
-        check_name(queue, "queue name", _MAX_NAME)
-        if not isinstance(payload, dict):
-            raise TypeError(f"a queue payload must be a dict, not {type(payload).__name__}")
-        if idempotency_key is not None:
-            check_name(idempotency_key, "idempotency key", _MAX_KEY)
-        if order_key is not None:
-            check_name(order_key, "order key", _MAX_KEY)
-        delay = max(0.0, check_seconds(delay, "delay"))
+        delay = check_enqueue(queue, payload, idempotency_key, order_key, delay)
         text = orjson.dumps(payload).decode()  # TypeError for what is not JSON
         message_id = new_ulid()
         params = {"id": message_id, "queue": queue, "payload": text, "order_key": order_key or message_id,
@@ -254,7 +219,7 @@ class PgQueue(Queue):
         self, queues: Sequence[str], *, lease: float = 60.0, timeout: float | None = 0.0
     ) -> Message | None:
         """Lease the first due message of `queues`, waiting up to `timeout` seconds for one."""
-        names = _queue_names(queues)
+        names = queue_names(queues)
         lease = check_seconds(lease, "lease")
         if lease <= 0:
             raise ValueError(f"lease must be positive, not {lease!r}")
@@ -371,7 +336,7 @@ class PgQueue(Queue):
     async def list(self, queue: str | None = None) -> list[Message]:
         """Every message not yet acked, smallest order_key first, with its state now."""
         if queue is not None:
-            check_name(queue, "queue name", _MAX_NAME)
+            check_name(queue, "queue name", MAX_QUEUE_NAME)
 
         async def op(conn: AsyncConnection, attempt: int) -> list[Message]:
             where = "WHERE queue = %s" if queue is not None else ""
