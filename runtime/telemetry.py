@@ -85,6 +85,9 @@ class _Api:
         self.empty_context = context.Context()
         self.tracer: Any = None
         self.tracer_provider: Any = None
+        self.metrics = metrics
+        unset = metrics.get_meter_provider()  # the API's proxy, unless the application set one already
+        self.unset_meter_provider = unset if type(unset).__name__.startswith("_Proxy") else None
         meter = metrics.get_meter(SCOPE, _version())  # a proxy until the application sets a provider
         # The step counters are counted here and observed when the reader collects: a step pays
         # an increment, not an SDK measurement (see `_count`).
@@ -128,12 +131,22 @@ def _version() -> str:
         return ""
 
 
+def _reporting() -> bool:
+    """Whether the application set a tracer or a meter provider (until then the API's no-op
+    proxies would receive everything, and every hook is skipped)."""
+    api = _load()
+    return not (isinstance(api.trace.get_tracer_provider(), api.trace.ProxyTracerProvider)
+                and api.metrics.get_meter_provider() is api.unset_meter_provider)
+
+
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Telemetry never breaks a run: an error in a hook is logged (once per hook) and swallowed."""
     warned: list[bool] = []
 
     def guarded(*args: Any, **kwargs: Any) -> Any:
         try:
+            if not _reporting():
+                return None  # nothing would receive it: no hook costs more than this check
             return fn(*args, **kwargs)
         except Exception:
             if not warned:
