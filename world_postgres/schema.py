@@ -153,8 +153,28 @@ CREATE TABLE {s}.counters (name text PRIMARY KEY, value bigint NOT NULL);
 INSERT INTO {s}.counters VALUES ('drain_generation', 0), ('recoveries', 0), ('recovered_at', 0);
 """
 
+#: Version 2: flow control (limits.py, schedules.py). `slot_keys` rows are locked to serialize one
+#: key's changes; `slots` holds holders and waiters (`session_no` NULL: not tied to a process);
+#: `rate_keys` rows are locked likewise for `rate_starts`.
+_V2 = """
+CREATE TABLE {s}.slot_keys (key text COLLATE "C" PRIMARY KEY, lim integer NOT NULL);
+CREATE TABLE {s}.slots (
+    key text COLLATE "C" NOT NULL, holder text COLLATE "C" NOT NULL, waiting boolean NOT NULL,
+    since timestamptz NOT NULL, until timestamptz, session_no integer,
+    ord text COLLATE "C" NOT NULL DEFAULT '', info json NOT NULL,
+    PRIMARY KEY (key, holder)
+);
+CREATE TABLE {s}.rate_keys (key text COLLATE "C" PRIMARY KEY);
+CREATE TABLE {s}.rate_starts (key text COLLATE "C" NOT NULL, at timestamptz NOT NULL);
+CREATE INDEX rate_starts_by_key ON {s}.rate_starts (key, at);
+CREATE TABLE {s}.schedules (
+    schedule_id text COLLATE "C" PRIMARY KEY, spec json NOT NULL, next_at timestamptz NOT NULL,
+    paused boolean NOT NULL DEFAULT false, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL
+);
+"""
+
 #: MIGRATIONS[i] brings the schema to version i + 1.
-MIGRATIONS: list[str] = [_V1]
+MIGRATIONS: list[str] = [_V1, _V2]
 LATEST = len(MIGRATIONS)
 
 

@@ -32,8 +32,10 @@ from ..runtime.world import WORKFLOW_QUEUE, World
 from . import rows, schema
 from .commit import Writer
 from .database import Database, typed, unavailable
+from .limits import PgLimits
 from .notify import Hub, Listener, channel_name
 from .queue import PgQueue
+from .schedules import PgSchedules
 from .storage import PgEvents, PgHooks, PgRuns, PgSteps, PgWaits, Tables, jittered
 from .streams import PgStreams
 from .url import check_schema_name, hide_password, lock_space, parse_world_url
@@ -55,7 +57,7 @@ _DEAD_SESSION = ("NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advis
 class PostgresWorld(World):
     """Storage, queue and streams in one schema of a PostgreSQL database."""
 
-    capabilities = frozenset({"workers", "drain", "repair", "processes", "prune"})
+    capabilities = frozenset({"workers", "drain", "repair", "processes", "prune", "limits", "schedules"})
 
     def __init__(self, url: str, *, schema: str | None = None, create: bool = True) -> None:
         self.conninfo, self.schema = parse_world_url(url, schema)
@@ -75,6 +77,8 @@ class PostgresWorld(World):
         self.waits = PgWaits(self._tables)
         self.queue = PgQueue(self.db, self.schema, self.hub, self.listener, self.channel, self.lock_space)
         self.streams = PgStreams(self.db, self.schema, self.hub, self.channel)
+        self.limits = PgLimits(self.db, self.schema, self.lock_space, self.session)
+        self.schedules = PgSchedules(self.db, self.schema)
         self._started = False
         self._schema_ready = False
         self._closed = False
