@@ -185,8 +185,8 @@ class RunHandles:
             else:
                 handle = self._handles[run_id] = _RunHandle(run_id, run_dir, fd)
                 handle.view = self._kept_folds.pop(run_id, None)
-                self._evict()
-            handle.users += 1
+            handle.users += 1  # before evicting: the new handle is in use, never one to close
+            self._evict()
             return handle
 
     def _evict(self) -> None:
