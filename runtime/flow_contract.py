@@ -17,6 +17,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+#: Longest key, holder or schedule id, in characters (see the module docs).
+MAX_KEY = 512
+
+
+def check_key(value: object, what: str) -> str:
+    """A slot or rate key, a holder or a schedule id: a non-empty string of at most MAX_KEY characters."""
+    if not isinstance(value, str) or not value or len(value) > MAX_KEY:
+        raise ValueError(f"a {what} must be a non-empty string of at most {MAX_KEY} characters")
+    return value
+
+
+def check_limit(value: object, what: str) -> int:
+    """A concurrency or rate limit: an int >= 1 (not a bool)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"a {what} must be an int >= 1, got {value!r}")
+    return value
+
 
 @dataclass(frozen=True, slots=True)
 class SlotEntry:

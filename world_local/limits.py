@@ -28,11 +28,10 @@ from typing import Any
 
 import orjson
 
-from ..runtime.flow_contract import Limits, RateDecision, SlotEntry, SlotState
+from ..runtime.flow_contract import Limits, RateDecision, SlotEntry, SlotState, check_key, check_limit
 from .boundary import storage_boundary
 from .leases import Holder, LivenessCache, current_holder
 
-_MAX_KEY = 512
 #: Key files whose descriptor a World keeps open.
 _MAX_OPEN = 256
 
@@ -46,12 +45,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def _dt(us: int | float) -> datetime:
     return _EPOCH + timedelta(microseconds=int(us))  # exact, unlike a float of seconds
-
-
-def _check_key(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > _MAX_KEY:
-        raise ValueError(f"a {what} must be a non-empty string of at most {_MAX_KEY} characters")
-    return value
 
 
 class _KeyFiles:
@@ -239,10 +232,9 @@ class LocalLimits(Limits):
         info: dict[str, Any] | None = None,
         wait_lease: float = 30.0,
     ) -> bool:
-        _check_key(key, "slot key")
-        _check_key(holder, "slot holder")
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValueError(f"a concurrency limit must be an int >= 1, got {limit!r}")
+        check_key(key, "slot key")
+        check_key(holder, "slot holder")
+        check_limit(limit, "concurrency limit")
         with self._slots.locked(key) as (doc, changed):
             now = _now_us()
             changed[0] = self._expire(doc, now) or doc.get("limit") != limit
@@ -273,7 +265,7 @@ class LocalLimits(Limits):
             return False
 
     async def release(self, key: str, holder: str) -> list[SlotEntry]:
-        _check_key(key, "slot key")
+        check_key(key, "slot key")
         with self._slots.locked(key) as (doc, changed):
             now = _now_us()
             changed[0] = self._expire(doc, now)
@@ -286,7 +278,7 @@ class LocalLimits(Limits):
             return [SlotEntry(h, dict(w[4]), _dt(w[0]), w[3]) for h, w in self._line(waiters)[:free]]
 
     async def extend(self, key: str, holder: str, *, lease: float) -> bool:
-        _check_key(key, "slot key")
+        check_key(key, "slot key")
         with self._slots.locked(key) as (doc, changed):
             now = _now_us()
             changed[0] = self._expire(doc, now)
@@ -299,7 +291,7 @@ class LocalLimits(Limits):
             return True
 
     async def slots(self, key: str | None = None) -> list[SlotState]:
-        names = [self._slots.name(_check_key(key, "slot key"))] if key is not None else self._slots.names()
+        names = [self._slots.name(check_key(key, "slot key"))] if key is not None else self._slots.names()
         now = _now_us()
         states = []
         for name in names:
@@ -321,9 +313,8 @@ class LocalLimits(Limits):
     # --- rate windows ---
 
     async def rate(self, key: str, limit: int, window: float) -> RateDecision:
-        _check_key(key, "rate key")
-        if not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"a rate limit must be an int >= 1, got {limit!r}")
+        check_key(key, "rate key")
+        check_limit(limit, "rate limit")
         span = int(window * 1e6)
         if span <= 0:
             raise ValueError(f"a rate window must be positive, got {window!r}")

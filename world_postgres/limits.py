@@ -18,22 +18,14 @@ from typing import Any
 import orjson
 from psycopg import AsyncConnection, sql
 
-from ..runtime.flow_contract import Limits, RateDecision, SlotEntry, SlotState
+from ..runtime.flow_contract import Limits, RateDecision, SlotEntry, SlotState, check_key, check_limit
 from .database import Database
-
-_MAX_KEY = 512
 
 #: SQL: the entry `s` is not expired at %(now)s (its time left, its process alive or none named).
 _LIVE = ("(s.until IS NULL OR s.until >= %(now)s) AND (s.session_no IS NULL OR s.session_no = %(me)s OR EXISTS ("
          "SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.classid = %(space)s::oid "
          "AND l.objid = s.session_no::oid AND l.objsubid = 2 AND l.granted "
          "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())))")
-
-
-def _check_key(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > _MAX_KEY:
-        raise ValueError(f"a {what} must be a non-empty string of at most {_MAX_KEY} characters")
-    return value
 
 
 def _seconds(value: float) -> timedelta:
@@ -114,10 +106,9 @@ class PgLimits(Limits):
         info: dict[str, Any] | None = None,
         wait_lease: float = 30.0,
     ) -> bool:
-        _check_key(key, "slot key")
-        _check_key(holder, "slot holder")
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValueError(f"a concurrency limit must be an int >= 1, got {limit!r}")
+        check_key(key, "slot key")
+        check_key(holder, "slot holder")
+        check_limit(limit, "concurrency limit")
         doc = orjson.dumps(info or {}).decode()
         base = await self._params(key, limit=limit, holder=holder, lease=lease, order=order, info=doc)
 
@@ -149,7 +140,7 @@ class PgLimits(Limits):
         return await self.db.run(op)
 
     async def release(self, key: str, holder: str) -> list[SlotEntry]:
-        _check_key(key, "slot key")
+        check_key(key, "slot key")
         p = await self._params(key, holder=holder)
 
         async def op(conn: AsyncConnection, attempt: int) -> list[SlotEntry]:
@@ -170,7 +161,7 @@ class PgLimits(Limits):
         return await self.db.run(op)
 
     async def extend(self, key: str, holder: str, *, lease: float) -> bool:
-        _check_key(key, "slot key")
+        check_key(key, "slot key")
         p = await self._params(key, holder=holder, lease=lease)
 
         async def op(conn: AsyncConnection, attempt: int) -> bool:
@@ -184,7 +175,7 @@ class PgLimits(Limits):
 
     async def slots(self, key: str | None = None) -> list[SlotState]:
         if key is not None:
-            _check_key(key, "slot key")
+            check_key(key, "slot key")
         p = await self._params(key)  # type: ignore[arg-type]
 
         async def op(conn: AsyncConnection, attempt: int) -> list[SlotState]:
@@ -195,9 +186,8 @@ class PgLimits(Limits):
         return await self.db.run(op)
 
     async def rate(self, key: str, limit: int, window: float) -> RateDecision:
-        _check_key(key, "rate key")
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValueError(f"a rate limit must be an int >= 1, got {limit!r}")
+        check_key(key, "rate key")
+        check_limit(limit, "rate limit")
         span = _seconds(window)
         if span <= timedelta(0):
             raise ValueError(f"a rate window must be positive, got {window!r}")
