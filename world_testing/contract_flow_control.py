@@ -212,7 +212,9 @@ async def test_processes_racing_for_slots_never_hold_more_than_the_limit(world: 
         current += delta
         most = max(most, current)
     assert len(spans) == 100
-    assert most == 2
+    # Never more than the limit (the property). Whether two overlapped depends on scheduling: on a
+    # loaded machine four processes can take turns; that both slots are usable is tested above.
+    assert most <= 2, f"{most} holders at once with a limit of 2"
 
 
 # --- rate windows ---
