@@ -25,6 +25,7 @@ from typing import Any
 
 from .entities import Event, Hook, HookStatus, Page, Run, RunStatus, Step, Wait, WaitStatus
 from .flow_contract import Limits, Schedules
+from .state_machine import RunState, event_kind
 
 #: The queue that carries "replay workflow run R" messages, with payload {"run_id": R}.
 WORKFLOW_QUEUE = "workflow"
@@ -88,6 +89,25 @@ class EventResult:
     step: Step | None = None
     hook: Hook | None = None
     wait: Wait | None = None
+
+
+def batch_results(state: RunState, outcomes: list[tuple[Event, list[Event]]]) -> list[EventResult]:
+    """What each event of a batch did (the events it recorded), with the entities as of the end of
+    the batch: what every World's `create_batch` returns."""
+    run = state.run
+    assert run is not None
+    results = []
+    for event, recorded in outcomes:
+        cid = event.correlation_id or ""
+        kind = event_kind(event.event_type)
+        results.append(EventResult(
+            events=recorded,
+            run=run,
+            step=state.steps.get(cid) if kind == "steps" else None,
+            hook=state.hooks.get(cid) if kind == "hooks" else None,
+            wait=state.waits.get(cid) if kind == "waits" else None,
+        ))
+    return results
 
 
 class RunsStorage(ABC):

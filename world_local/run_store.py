@@ -56,8 +56,8 @@ from ..runtime.errors import (
     StorageUnavailableError,
 )
 from ..runtime.ids import validate_id
-from ..runtime.state_machine import RunState, checked_event, event_kind, plan
-from ..runtime.world import EventResult
+from ..runtime.state_machine import RunState, checked_event, plan
+from ..runtime.world import EventResult, batch_results
 from . import faults
 from .entity_files import EntityFiles, SparePool
 from .event_log import encode_event, join_lines, read_fd
@@ -271,7 +271,7 @@ class RunStore(RunHandles, HookTokenClaims, LogReader):
                     _apply(view, record, handle.log_path)
                     recorded.append(record)
                 outcomes.append((event, recorded))
-            results = self._results(state, outcomes)
+            results = batch_results(state, outcomes)
             if not lines:
                 return results, False, False
             run = state.run
@@ -304,23 +304,6 @@ class RunStore(RunHandles, HookTokenClaims, LogReader):
         self.entity_files.note(str(handle.run_dir), state, outcomes, view.count)
         return results, True, defer_sync
 
-    @staticmethod
-    def _results(state: RunState, outcomes: list[tuple[Event, list[Event]]]) -> list[EventResult]:
-        """What each event of a batch did, with the entities as of the end of the batch."""
-        run = state.run
-        assert run is not None
-        results = []
-        for event, recorded in outcomes:
-            cid = event.correlation_id or ""
-            kind = event_kind(event.event_type)
-            results.append(EventResult(
-                events=recorded,
-                run=run,
-                step=state.steps.get(cid) if kind == "steps" else None,
-                hook=state.hooks.get(cid) if kind == "hooks" else None,
-                wait=state.waits.get(cid) if kind == "waits" else None,
-            ))
-        return results
 
     @staticmethod
     def _note_changes(state: RunState, event: Event, changes: _Changes) -> None:

@@ -32,7 +32,7 @@ from ..runtime.entities import (
 from ..runtime.errors import EntityConflictError
 from ..runtime.ids import new_ulid, validate_id
 from ..runtime.state_machine import RunState, apply, checked_event, event_kind, plan
-from ..runtime.world import EventResult
+from ..runtime.world import EventResult, batch_results
 from . import rows
 from .rows import to_json
 
@@ -173,7 +173,7 @@ class Writer:
                     raise EntityConflictError(
                         f"run {run_id}: the log holds {count} events, the batch expected {expected_seq}")
                 outcomes, recorded_all, ends = await self._plan_all(conn, loaded, events, now, skip_conflicts, count)
-                results = self._results(state, outcomes)
+                results = batch_results(state, outcomes)
                 if recorded_all:
                     attempt.first_event_id, attempt.results = recorded_all[0].event_id, results
                     await self._write(conn, run_id, loaded, recorded_all, ends)
@@ -255,21 +255,6 @@ class Writer:
             else:
                 await cur.execute("SELECT pg_notify(%s, %s)", (self.channel, f"r:{run_id}"))
 
-    @staticmethod
-    def _results(state: RunState, outcomes: list[tuple[Event, list[Event]]]) -> list[EventResult]:
-        run = state.run
-        assert run is not None
-        results = []
-        for event, recorded in outcomes:
-            cid = event.correlation_id or ""
-            kind = event_kind(event.event_type)
-            results.append(EventResult(
-                events=recorded, run=run,
-                step=state.steps.get(cid) if kind == "steps" else None,
-                hook=state.hooks.get(cid) if kind == "hooks" else None,
-                wait=state.waits.get(cid) if kind == "waits" else None,
-            ))
-        return results
 
 
 
