@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from .results import Row, machine_info
 from .scale import run_scale
 from .streams_bench import run_streams
 
-SUITES = ("quick", "full", "vercel", "scale", "dbos")
+SUITES = ("quick", "full", "vercel", "scale", "dbos", "postgres")
 CACHED = [(True, False), (False, False)]
 
 
@@ -29,7 +30,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="wf benchmarks: tables and JSON.")
     p.add_argument("--suite", action="append", choices=SUITES,
                    help="quick (default, < 1 min), full (quick + growth in every mode + DBOS + 1k scale), "
-                        "vercel (one-second steps, minutes), scale (1k and 20k workflows), dbos; repeatable")
+                        "vercel (one-second steps, minutes), scale (1k and 20k workflows), dbos, "
+                        "postgres (the Postgres World beside DBOS on one server); repeatable")
     p.add_argument("--json", type=Path, help="write the results to this file")
     p.add_argument("--repeat", type=int, default=None, help="timed runs per scenario (default 5; vercel 2)")
     p.add_argument("--scale-sizes", default="1000,20000", help="workflow counts for the scale suite")
@@ -37,6 +39,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=1000, help="per-worker concurrency in the scale suite")
     p.add_argument("--scale-timeout", type=float, default=1800,
                    help="seconds to wait for a scale run; runs not completed by then count as stuck")
+    p.add_argument("--pg-url", default=None,
+                   help="the postgres suite's server (default: WF_TEST_PG_URL, else a throwaway one it starts)")
+    p.add_argument("--pg-workers", default="1,2,4", help="worker process counts for the postgres suite")
+    p.add_argument("--dbos-python", default=None, help="a Python with dbos installed, for the postgres suite")
     p.add_argument("--smoke", action="store_true",
                    help="a seconds-long run of every harness part (for CI)")
     args = p.parse_args(argv)
@@ -89,11 +95,21 @@ async def run_suites(args: argparse.Namespace, log: Any) -> tuple[dict[str, Any]
             for k in args.workers:
                 scale.append(await run_scale(n, k, concurrency=args.concurrency, timeout=args.scale_timeout,
                                              progress=log))
+    if "postgres" in suites:
+        report["postgres"] = await asyncio.to_thread(_postgres, args, log)
     report["growth_linearity"] = linearity([r for r in rows if r.section == "growth"])
     report["goals"] = check_goals(rows, report)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["rows"] = [r.to_json() for r in rows]
     return report, rows
+
+
+def _postgres(args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    from .postgres import dbos_interpreter, run_postgres, server_url
+
+    with server_url(args.pg_url or os.environ.get("WF_TEST_PG_URL")) as url:
+        return run_postgres(url, repeat=args.repeat or 5, workers=[int(n) for n in args.pg_workers.split(",") if n],
+                            dbos_python=dbos_interpreter(args.dbos_python), progress=log)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -120,28 +120,93 @@ def throughput(url: str, workers: int, runs: int = 1000, steps: int = 4) -> dict
     return {"workers": workers, "runs": runs, "seconds": seconds, "steps_per_s": runs * steps / seconds}
 
 
+def _dbos(python: str, url: str, *args: str) -> dict[str, Any] | str:
+    """One `benchmarks.dbos_postgres` measure in a subprocess: its JSON, or why it failed."""
+    proc = subprocess.run([python, "-m", "benchmarks.dbos_postgres", *args, "--url", url], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1800)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        return f"DBOS failed (exit {proc.returncode}): {(proc.stderr.strip().splitlines() or ['?'])[-1]}"
+    return dict(json.loads(lines[-1]))
+
+
+def _database(url: str, name: str, *, drop: bool = False) -> str:
+    """Create (or drop) database `name` on the server of `url`; its URL."""
+    conninfo = url.split("?", 1)[0]
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        if not drop:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return conninfo.rsplit("/", 1)[0] + "/" + name
+
+
+def run_postgres(url: str, *, repeat: int = 5, workers: list[int] | None = None, runs: int = 1000,
+                 dbos_python: str | None = None, progress: Any = print) -> dict[str, Any]:
+    """wf's Postgres World and (when `dbos_python` can import dbos) DBOS on the same server."""
+    workers = [1, 2, 4] if workers is None else workers
+    results: dict[str, Any] = {"wf": {}, "dbos": {}}
+    for name, job in [("latency", None), *[(f"throughput_{n}", n) for n in workers]]:
+        schema = f"bench_{secrets.token_hex(4)}"
+        wf_url = with_query(url, schema=schema)
+        try:
+            results["wf"][name] = asyncio.run(latency(wf_url, repeat)) if job is None else throughput(wf_url, job,
+                                                                                                     runs)
+        finally:
+            asyncio.run(drop_schema(wf_url, schema))
+        progress(f"  postgres: wf {name}: {json.dumps(results['wf'][name])}")
+        if dbos_python is None:
+            continue
+        dbos_url = _database(url, "wf_bench_dbos")
+        try:
+            args = ["latency", "--repeat", str(repeat)] if job is None else ["throughput", "--workers", str(job),
+                                                                             "--runs", str(runs)]
+            results["dbos"][name] = _dbos(dbos_python, dbos_url, *args)
+        finally:
+            _database(url, "wf_bench_dbos", drop=True)
+        progress(f"  postgres: DBOS {name}: {json.dumps(results['dbos'][name])}")
+    return results
+
+
+def dbos_interpreter(explicit: str | None) -> str | None:
+    """A Python that can import dbos: `explicit`, else this one if it can, else None."""
+    python = explicit or sys.executable
+    probe = subprocess.run([python, "-c", "import dbos"], capture_output=True)
+    return python if probe.returncode == 0 else None
+
+
+@contextlib.contextmanager
+def server_url(url: str | None) -> Any:
+    """`url`, or a throwaway PostgreSQL 15 started for the run (tests/pg_server.py)."""
+    if url:
+        yield url
+        return
+    from tests.pg_server import PgServer
+
+    server = PgServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.postgres")
-    p.add_argument("--url", default=os.environ.get("WF_TEST_PG_URL"), help="a PostgreSQL URL (a schema is made)")
+    p.add_argument("--url", default=os.environ.get("WF_TEST_PG_URL"),
+                   help="a PostgreSQL URL (schemas and a database are made and dropped); default: start one")
     p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--workers", default="1,2", help="worker process counts for the throughput runs ('' for none)")
+    p.add_argument("--workers", default="1,2,4", help="worker process counts for the throughput runs ('' for none)")
     p.add_argument("--runs", type=int, default=1000)
+    p.add_argument("--dbos-python", help="a Python with dbos installed (default: this one, if it has it)")
+    p.add_argument("--json", help="write the results to this file")
     args = p.parse_args(argv)
-    if not args.url:
-        p.error("give --url postgresql://… (or set WF_TEST_PG_URL)")
-    results: dict[str, Any] = {}
-    for name, job in [("latency", None), *[(f"throughput_{n}", n) for n in map(int, filter(None,
-                                                                                           args.workers.split(",")))]]:
-        schema = f"bench_{secrets.token_hex(4)}"
-        url = with_query(args.url, schema=schema)
-        try:
-            if job is None:
-                results[name] = asyncio.run(latency(url, args.repeat))
-            else:
-                results[name] = throughput(url, job, args.runs)
-        finally:
-            asyncio.run(drop_schema(url, schema))
-        print(json.dumps({name: results[name]}, indent=1), flush=True)
+    with server_url(args.url) as url:
+        results = run_postgres(url, repeat=args.repeat, workers=[int(n) for n in args.workers.split(",") if n],
+                               runs=args.runs, dbos_python=dbos_interpreter(args.dbos_python))
+    print(json.dumps(results, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
     return 0
 
 

@@ -91,5 +91,37 @@ def print_all(console: Console, report: dict[str, Any], rows: list[Row]) -> None
         console.print(f"[yellow]DBOS: {report['dbos_error']}[/]")
     if report.get("scale"):
         console.print(scale_table(report["scale"]))
+    if report.get("postgres"):
+        console.print(postgres_table(report["postgres"]))
     if report.get("goals"):
         console.print(goals_table(report["goals"]))
+
+
+def postgres_table(results: dict[str, Any]) -> Table:
+    """The postgres suite: wf's Postgres World beside DBOS on the same server."""
+    table = Table(title="the Postgres World beside DBOS (same PostgreSQL server)")
+    for col in ("measure", "wf", "DBOS async", "DBOS sync", "wf vs DBOS async"):
+        table.add_column(col, justify="right" if col != "measure" else "left")
+    wf_lat, dbos_lat = results["wf"].get("latency", {}), results["dbos"].get("latency", {})
+    dbos_async = dbos_lat.get("async", {}) if isinstance(dbos_lat, dict) else {}
+    dbos_sync = dbos_lat.get("sync", {}) if isinstance(dbos_lat, dict) else {}
+
+    def ms(value: Any) -> str:
+        return f"{value:.2f} ms" if isinstance(value, int | float) else "-"
+
+    def times(ours: Any, theirs: Any, higher_is_better: bool = False) -> str:
+        if not isinstance(ours, int | float) or not isinstance(theirs, int | float) or not ours or not theirs:
+            return "-"
+        return f"{(ours / theirs if higher_is_better else theirs / ours):.1f}x"
+
+    for key, label in (("empty_ms", "empty workflow"), ("per_step_ms", "per sequential step"),
+                       ("gather50_ms", "gather of 50 steps")):
+        table.add_row(label, ms(wf_lat.get(key)), ms(dbos_async.get(key)), ms(dbos_sync.get(key)),
+                      times(wf_lat.get(key), dbos_async.get(key)))
+    for name in sorted(k for k in results["wf"] if k.startswith("throughput_")):
+        ours, theirs = results["wf"][name], results["dbos"].get(name, {})
+        theirs_rate = theirs.get("steps_per_s") if isinstance(theirs, dict) else None
+        table.add_row(f"1,000 x 4 steps, {ours['workers']} worker(s)", f"{ours['steps_per_s']:.0f} steps/s",
+                      f"{theirs_rate:.0f} steps/s" if theirs_rate else "-", "",
+                      times(ours["steps_per_s"], theirs_rate, higher_is_better=True))
+    return table

@@ -125,7 +125,7 @@ class RunDriver:
                 wait = await self.flow.admit_run(workflow.limits, run)  # a slot before run_started
                 if wait is not None:
                     return wait
-            await self._drive(run_id, workflow)
+            await self._drive(run_id, workflow, None if cached is not None else run)
         except RunExpiredError:
             self._evict(run_id)  # the run ended under us (cancelled, or completed elsewhere)
         return None
@@ -133,7 +133,7 @@ class RunDriver:
     async def _begin(self, run_id: str, message: Message) -> Run | None:
         """The run to drive (pending or running); None when there is nothing to do."""
         try:
-            run = await self.world.runs.get(run_id, resolve_data=False)
+            run = await self.world.runs.get(run_id)  # with its input: a fresh instance starts from it
         except NotFoundError:
             start = message.payload.get("start")
             if not isinstance(start, dict):
@@ -167,21 +167,24 @@ class RunDriver:
         if instance is not None:
             instance.close()
 
-    async def _fresh_instance(self, run_id: str, workflow: WorkflowFunction) -> WorkflowInstance:
-        full = await self.world.runs.get(run_id)
+    async def _fresh_instance(self, run_id: str, workflow: WorkflowFunction, full: Run | None = None
+                              ) -> WorkflowInstance:
+        if full is None:
+            full = await self.world.runs.get(run_id)
         instance = WorkflowInstance(workflow, full)
         instance.feed_many(await self.world.events.list(run_id))
         self.stats["replays"] += 1
         return instance
 
-    async def _drive(self, run_id: str, workflow: WorkflowFunction) -> None:
+    async def _drive(self, run_id: str, workflow: WorkflowFunction, run: Run | None = None) -> None:
+        """Drive the run until it waits or ends (`run`: as just read, if it was)."""
         instance = self._cache.pop(run_id, None)
         fresh = instance is None or instance.workflow is not workflow or self.always_replay
         try:
             if fresh:
                 if instance is not None:
                     instance.close()
-                instance = await self._fresh_instance(run_id, workflow)
+                instance = await self._fresh_instance(run_id, workflow, run)
             else:
                 assert instance is not None
                 instance.feed_many(await self.world.events.list(run_id, after_seq=instance.fed_seq))

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -42,6 +43,8 @@ E = EventType
 
 LEASE_SECONDS = 60.0
 HEARTBEAT_SECONDS = 15.0
+#: How often a worker looks whether an operator asked workers to drain.
+DRAIN_CHECK_SECONDS = 0.5
 #: How often (on average) a worker looks for active runs that nothing drives.
 SWEEP_SECONDS = 60.0
 #: After a storage error the worker tries again after this long, doubling up to STORAGE_RETRY_MAX.
@@ -103,12 +106,16 @@ class Worker(RunDriver):
         except WorldError as exc:  # presence only informs observers: never a reason to stop
             log.warning("could not announce this worker: %s", exc)
             presence = ""
+        drain_checked = time.monotonic()
         try:
             while not self._stopping.is_set():
-                if await self.world.drain_generation() != generation:
-                    log.warning("drain requested: finishing in-flight work, taking nothing new")
-                    self._stopping.set()
-                    break
+                # A drain is an operator's request: looking twice a second, not per message, is soon enough.
+                if time.monotonic() - drain_checked >= DRAIN_CHECK_SECONDS:
+                    drain_checked = time.monotonic()
+                    if await self.world.drain_generation() != generation:
+                        log.warning("drain requested: finishing in-flight work, taking nothing new")
+                        self._stopping.set()
+                        break
                 await self._messages.acquire()
                 if self._stopping.is_set():
                     self._messages.release()

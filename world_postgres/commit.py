@@ -10,6 +10,10 @@ Hook tokens are unique among live hooks by a partial unique index: two runs clai
 token at once collide there, and the loser replays its transaction, now seeing the token
 taken (`hook_conflict`). Lazy creation races the same way on the runs' primary key. A
 commit notifies `r:<run>` (and `e:<run>` at its end).
+
+That is the general path. A run this process wrote last, and a new run (`run_created`),
+take the fast lane of `run_cache.py` first: planned on the state this process kept, written
+by one statement guarded by the run's event count, with no read and one round trip.
 """
 
 from __future__ import annotations
@@ -29,12 +33,13 @@ from ..runtime.entities import (
     HookStatus,
     utcnow,
 )
-from ..runtime.errors import EntityConflictError
+from ..runtime.errors import EntityConflictError, WorldError
 from ..runtime.ids import new_ulid, validate_id
 from ..runtime.state_machine import RunState, apply, checked_event, event_kind, plan
 from ..runtime.world import EventResult, batch_results
 from . import rows
 from .rows import to_json
+from .run_cache import COMPLETE_UP_TO, Loaded, RunCache, cached_write_params, cached_write_sql
 
 E = EventType
 _TERMINAL = frozenset({E.RUN_COMPLETED, E.RUN_FAILED, E.RUN_CANCELLED})
@@ -65,21 +70,15 @@ class Retry(Exception):
     """Another writer won a race on a unique index: run the transaction again."""
 
 
-@dataclass(slots=True)
-class _Loaded:
-    state: RunState
-    last_event_id: str
-    #: (kind, id) -> created_seq of the entities the batch reads or writes.
-    created_seq: dict[tuple[str, str], int] = field(default_factory=dict)
-    touched: set[tuple[str, str]] = field(default_factory=set)
-
-
 class Writer:
     """Runs `commit_events` against one schema's tables."""
 
     def __init__(self, schema: str, channel: str) -> None:
         s = f'"{schema}"'
+        self.schema = schema
         self.channel = channel
+        self.cache = RunCache()
+        self._cached_sql: dict[tuple[tuple[str, ...], bool, bool], str] = {}
         self.sql_run = (f"SELECT {rows.columns(rows.RUN_COLUMNS, True)}, last_event_id FROM {s}.runs "
                         "WHERE run_id = %s FOR UPDATE")
         self.sql_entities = {
@@ -87,6 +86,13 @@ class Writer:
                      "WHERE run_id = %s AND step_id = ANY(%s)",
             "hooks": f"SELECT {rows.HOOK_COLUMNS}, created_seq FROM {s}.hooks WHERE run_id = %s AND hook_id = ANY(%s)",
             "waits": f"SELECT {rows.WAIT_COLUMNS}, created_seq FROM {s}.waits WHERE run_id = %s AND wait_id = ANY(%s)",
+        }
+        # Every entity of a run small enough to be complete (the fast lane's cache, run_cache.py).
+        small = f"EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = %s AND event_count <= {COMPLETE_UP_TO})"
+        self.sql_all_entities = {
+            kind: sql.replace(" AND step_id = ANY(%s)", "").replace(" AND hook_id = ANY(%s)", "")
+            .replace(" AND wait_id = ANY(%s)", "") + f" AND {small}"
+            for kind, sql in self.sql_entities.items()
         }
         self.sql_token_live = f"SELECT run_id, hook_id FROM {s}.hooks WHERE token_hash = %s AND status = 'active'"
         self.sql_insert_event = (f"INSERT INTO {s}.events (run_id, seq, event_id, event_type, correlation_id, data, "
@@ -121,7 +127,7 @@ class Writer:
                                   "WHERE run_id = %s AND status = 'waiting'")
         self.sql_find_event = f"SELECT seq FROM {s}.events WHERE run_id = %s AND event_id = %s"
 
-    async def _load(self, conn: AsyncConnection, run_id: str, events: list[Event]) -> _Loaded:
+    async def _load(self, conn: AsyncConnection, run_id: str, events: list[Event]) -> Loaded:
         """The run (locked) and the entities the events name: sent together, one round trip in a pipeline."""
         wanted: dict[str, list[str]] = {}
         for event in events:
@@ -131,9 +137,12 @@ class Writer:
         run_cur = await conn.execute(self.sql_run, (run_id,))
         entity_curs = [(kind, await conn.execute(self.sql_entities[kind], (run_id, list(dict.fromkeys(ids)))))
                        for kind, ids in wanted.items()]
+        entity_curs += [(kind, await conn.execute(sql, (run_id, run_id)))
+                        for kind, sql in self.sql_all_entities.items()]
         row = await run_cur.fetchone()
         run = rows.run_from_row(row) if row is not None else None
-        loaded = _Loaded(RunState(run), row[12] if row is not None else "")
+        loaded = Loaded(RunState(run), row[12] if row is not None else "",
+                        complete=run is None or run.event_count <= COMPLETE_UP_TO)
         reader = {"steps": rows.step_from_row, "hooks": rows.hook_from_row, "waits": rows.wait_from_row}
         for kind, cur in entity_curs:
             for entity_row in await cur.fetchall():
@@ -161,6 +170,14 @@ class Writer:
         """One attempt, in one transaction. `attempt` keeps the first event id written and the
         results (so a retry after a lost commit can tell whether it landed). Retry on a lost race."""
         now = utcnow()
+        cached = self.cache.take(run_id)
+        new = cached is None and events[0].event_type == E.RUN_CREATED and not expected_seq
+        if (cached is not None or new) and not any(e.event_type == E.HOOK_CREATED for e in events):
+            loaded = cached or Loaded(RunState(), "", complete=True)
+            results = await self._commit_cached(conn, run_id, events, loaded, now, skip_conflicts=skip_conflicts,
+                                                expected_seq=expected_seq, attempt=attempt, new=new)
+            if results is not None:
+                return results
         try:
             # In a pipeline: BEGIN and the reads go in one round trip, the writes and COMMIT in another.
             async with conn.pipeline(), conn.transaction():
@@ -181,10 +198,43 @@ class Writer:
             if exc.diag.constraint_name in RACE_CONSTRAINTS:
                 raise Retry() from exc
             raise
+        self.cache.keep(run_id, loaded)
+        return results
+
+    async def _commit_cached(
+        self, conn: AsyncConnection, run_id: str, events: list[Event], loaded: Loaded, now: datetime, *,
+        skip_conflicts: bool, expected_seq: int | None, attempt: Attempt, new: bool,
+    ) -> list[EventResult] | None:
+        """The fast lane (run_cache.py): plan on this process's cached state (or, for a `new`
+        run, on nothing) and write in one statement. None when that state may be stale or the
+        new run exists after all (the general path then decides)."""
+        state = loaded.state
+        count = state.run.event_count if state.run is not None else 0
+        if expected_seq is not None and count != expected_seq:
+            return None
+        try:
+            outcomes, recorded_all, _ = await self._plan_all(conn, loaded, events, now, skip_conflicts, count)
+        except WorldError:
+            return None  # maybe a conflict only with a stale state: let the general path judge
+        if not recorded_all or any(not recorded for _, recorded in outcomes):
+            return None  # something was skipped as a conflict: judged again on fresh state
+        results = batch_results(state, outcomes)
+        kinds, params = cached_write_params(run_id, loaded, recorded_all, count, self.channel)
+        ended = bool(state.run and state.run.status.terminal)
+        key = (kinds, ended, new)
+        sql = self._cached_sql.get(key)
+        if sql is None:
+            sql = self._cached_sql[key] = cached_write_sql(self.schema, kinds, ended=ended, new=new)
+        attempt.first_event_id, attempt.results = recorded_all[0].event_id, results
+        cur = await conn.execute(sql, params)
+        if await cur.fetchone() is None:
+            attempt.first_event_id = ""
+            return None  # another process wrote the run since: nothing was written
+        self.cache.keep(run_id, loaded)
         return results
 
     async def _plan_all(
-        self, conn: AsyncConnection, loaded: _Loaded, events: list[Event], now: datetime, skip_conflicts: bool,
+        self, conn: AsyncConnection, loaded: Loaded, events: list[Event], now: datetime, skip_conflicts: bool,
         count: int,
     ) -> tuple[list[tuple[Event, list[Event]]], list[Event], list[datetime]]:
         state = loaded.state
@@ -226,7 +276,7 @@ class Writer:
         loaded.last_event_id = last_id
         return outcomes, recorded_all, ends
 
-    async def _write(self, conn: AsyncConnection, run_id: str, loaded: _Loaded, recorded: list[Event],
+    async def _write(self, conn: AsyncConnection, run_id: str, loaded: Loaded, recorded: list[Event],
                      ends: list[datetime]) -> None:
         state = loaded.state
         run = state.run

@@ -9,8 +9,9 @@ Every failure to reach the server surfaces as StorageUnavailableError. `Database
 retries an operation whose connection was lost (server restarted, network cut) with
 backoff for up to `WF_PG_RETRY_SECONDS` (default 30), logging one line per outage; the
 operation is told the attempt number so a write whose commit may have landed can look
-before writing again. Prepared statements are off (`prepare_threshold=None`), so the
-pool is safe behind PgBouncer in transaction mode.
+before writing again. Statements run often are prepared on each connection (psycopg's
+`prepare_threshold`), unless the URL says `prepare=off` (url.py), which a pooler that cannot
+keep them needs (PgBouncer in transaction mode before 1.21).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ T = TypeVar("T")
 #: SQLSTATEs worth retrying: connection failures, shutdown, serialization failures, deadlocks.
 _RETRY_STATES = ("08", "57P01", "57P02", "57P03", "40001", "40P01", "53300")
 #: TCP keepalives, so a dead peer is noticed in seconds, not hours.
+#: A statement run this many times on one connection is prepared there.
+PREPARE_THRESHOLD = 2
 CONNECT_OPTIONS: dict[str, Any] = {
     "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
     "connect_timeout": 5, "application_name": "wf",
@@ -94,8 +97,9 @@ class LoopPool:
     keeps idle connections: nothing runs between calls, and an abandoned one costs sockets only.
     """
 
-    def __init__(self, conninfo: str, max_size: int) -> None:
+    def __init__(self, conninfo: str, max_size: int, prepare_threshold: int | None) -> None:
         self.conninfo = conninfo
+        self.prepare_threshold = prepare_threshold
         self._idle: list[AsyncConnection] = []
         self._slots = asyncio.Semaphore(max_size)
 
@@ -108,8 +112,8 @@ class LoopPool:
                 if conn.closed or conn.broken:
                     conn = None
             if conn is None:
-                conn = await AsyncConnection.connect(self.conninfo, autocommit=True, prepare_threshold=None,
-                                                     **CONNECT_OPTIONS)
+                conn = await AsyncConnection.connect(self.conninfo, autocommit=True,
+                                                     prepare_threshold=self.prepare_threshold, **CONNECT_OPTIONS)
                 await _configure(conn)
             try:
                 yield conn
@@ -133,8 +137,10 @@ Pool = AsyncConnectionPool | LoopPool
 class Database:
     """Pools (one per event loop) on one server, and the retry policy around them."""
 
-    def __init__(self, conninfo: str, *, max_size: int | None = None) -> None:
+    def __init__(self, conninfo: str, *, max_size: int | None = None, prepare: bool = False) -> None:
         self.conninfo = conninfo
+        #: psycopg's: a statement run this many times on a connection is prepared there (None: never).
+        self.prepare_threshold = PREPARE_THRESHOLD if prepare else None
         self.where = hide_password(conninfo)
         self.max_size = max_size or int(os.environ.get("WF_PG_POOL_SIZE", "10"))
         self.retry_seconds = float(os.environ.get("WF_PG_RETRY_SECONDS", "30"))
@@ -152,8 +158,8 @@ class Database:
     async def connect(self) -> AsyncConnection:
         """A new connection of our own (not pooled). StorageUnavailableError if the server is unreachable."""
         try:
-            conn = await AsyncConnection.connect(self.conninfo, autocommit=True, prepare_threshold=None,
-                                                 **CONNECT_OPTIONS)
+            conn = await AsyncConnection.connect(self.conninfo, autocommit=True,
+                                                 prepare_threshold=self.prepare_threshold, **CONNECT_OPTIONS)
         except psycopg.Error as exc:
             raise unavailable(exc, self.where) from exc
         await _configure(conn)
@@ -171,7 +177,7 @@ class Database:
         if opening is not None:
             return await asyncio.shield(opening)
         if loop is not self.home_loop:
-            pool = LoopPool(self.conninfo, self.max_size)
+            pool = LoopPool(self.conninfo, self.max_size, self.prepare_threshold)
             with self._lock:
                 self._drop_dead_loops()
                 self._pools[loop] = pool
@@ -181,7 +187,7 @@ class Database:
         try:
             pool = AsyncConnectionPool(
                 self.conninfo, min_size=1, max_size=self.max_size, open=False, timeout=5.0,
-                kwargs={"autocommit": True, "prepare_threshold": None, **CONNECT_OPTIONS},
+                kwargs={"autocommit": True, "prepare_threshold": self.prepare_threshold, **CONNECT_OPTIONS},
                 configure=_configure, name="wf", reconnect_timeout=0,
             )
             await pool.open(wait=False)

@@ -228,7 +228,10 @@ class PgEvents(EventsStorage):
             (run_id, after_seq, limit) if limit is not None else (run_id, after_seq))
         if not found:
             await self.t.require_run(run_id)
-        return [rows.event_from_row(row, resolve_data) for row in found]
+        events = [rows.event_from_row(row, resolve_data) for row in found]
+        if after_seq < 0 and limit is None and resolve_data:
+            self.t.writer.cache.offer(run_id, events)  # the whole log: this process's next write needs no read
+        return events
 
     async def list_by_correlation_id(self, run_id: str, correlation_id: str) -> list[Event]:
         """The run's events for one step, hook or wait, oldest first."""

@@ -38,7 +38,7 @@ from .queue import PgQueue
 from .schedules import PgSchedules
 from .storage import PgEvents, PgHooks, PgRuns, PgSteps, PgWaits, Tables, jittered
 from .streams import PgStreams
-from .url import check_schema_name, hide_password, lock_space, parse_world_url
+from .url import check_schema_name, hide_password, lock_space, parse_world_url, prepared_statements
 
 log = logging.getLogger("wf.world_postgres")
 
@@ -66,7 +66,7 @@ class PostgresWorld(World):
         self.where = f"{hide_password(self.conninfo)} (schema {self.schema})"
         self.lock_space = lock_space(self.schema)
         self.channel = channel_name(self.schema)
-        self.db = Database(self.conninfo)
+        self.db = Database(self.conninfo, prepare=prepared_statements(url))
         self.hub = Hub()
         self.listener = Listener(self.conninfo, self.schema, self.lock_space, self.hub)
         self._tables = Tables(self.db, self.schema, self.hub, Writer(self.schema, self.channel))

@@ -25,6 +25,7 @@ from wf.runtime.ids import new_run_id
 from wf.runtime.world import World
 
 from .builders import WORKFLOW, assert_views_match_log, ev, event_types, new_run, new_step
+from .fixtures import MakeWorld
 
 THREADS = 8
 PROCESSES = 3
@@ -105,6 +106,34 @@ async def test_threads_appending_different_steps_lose_nothing(world: World) -> N
     events = await world.events.list(run_id)
     assert len(events) == 2 + THREADS * 10 * 2
     await assert_views_match_log(world, run_id)
+
+
+async def test_two_worlds_writing_one_run_in_turn_keep_its_views_equal_to_its_log(make_world: MakeWorld) -> None:
+    """What one instance remembers of a run it wrote must never outlive another's write to it:
+    each instance here writes right after the other did (a stale memory would plan on an old
+    state), a step another instance created is completed, and a hook one made is disposed by the
+    run's end that the other records."""
+    a, b = await make_world(), await make_world()
+    run_id = await new_run(a)
+    for i in range(6):
+        first, second = (a, b) if i % 2 == 0 else (b, a)
+        await first.events.create(run_id, ev(run_id, "step_created", f"s{i}", step_name="tests.step", input=i))
+        await second.events.create(run_id, ev(run_id, "step_started", f"s{i}"))
+        await first.events.create(run_id, ev(run_id, "step_completed", f"s{i}", result=i * 10))
+        with pytest.raises(WorldError):  # already completed, whoever asks
+            await second.events.create(run_id, ev(run_id, "step_completed", f"s{i}", result=-1))
+    await a.events.create(run_id, ev(run_id, "hook_created", "h1", token="turns", metadata=None))
+    await a.events.create(run_id, ev(run_id, "step_created", "last", step_name="tests.step", input=None))
+    await b.events.create(run_id, ev(run_id, "run_completed", output="done"))
+    with pytest.raises(WorldError):  # a's memory says running; the log says completed
+        await a.events.create(run_id, ev(run_id, "step_started", "last"))
+    for world in (a, b):
+        await assert_views_match_log(world, run_id)
+        assert (await world.steps.get(run_id, "s5")).output == 50
+        assert (await world.hooks.get(run_id, "h1")).status.value == "disposed"
+    other = await new_run(b)  # the ended run's token is free again
+    result = await a.events.create(other, ev(other, "hook_created", "h1", token="turns", metadata=None))
+    assert result.events[0].event_type == EventType.HOOK_CREATED
 
 
 async def test_threads_claiming_one_token_from_different_runs_one_gets_it(world: World) -> None:

@@ -144,6 +144,35 @@ def test_the_schema_comes_from_the_argument_the_url_the_environment_then_wf(monk
     assert "secret" not in world.where
 
 
+@pytest.mark.parametrize("prepare", ["", "off"], ids=["prepared-by-default", "prepare-off"])
+async def test_statements_are_prepared_unless_the_url_says_prepare_off(pg_url: str, schema_name: str,
+                                                                       prepare: str) -> None:
+    url = with_query(pg_url, schema=schema_name, **({"prepare": prepare} if prepare else {}))
+    assert parse_world_url(url)[0] == pg_url.split("?")[0]  # not passed to libpq, which would refuse it
+    world = PostgresWorld(url)
+    await world.start()
+    try:
+        run_id = new_run_id()
+        await world.events.create(run_id, Event(run_id=run_id, event_type=EventType.RUN_CREATED,
+                                                data={"workflow_name": "w"}))
+        for i in range(5):
+            await world.events.create(run_id, Event(run_id=run_id, event_type=EventType.STEP_CREATED,
+                                                    correlation_id=f"s{i}", data={"step_name": "x", "input": i}))
+            await world.runs.get(run_id)
+
+        async def prepared(conn, attempt):  # type: ignore[no-untyped-def]
+            cur = await conn.execute("SELECT count(*) FROM pg_prepared_statements")
+            return (await cur.fetchone())[0]
+
+        counts = [await world.db.run(prepared) for _ in range(3)]
+        assert (max(counts) > 0) == (prepare != "off")
+        assert len((await world.steps.list(run_id)).data) == 5
+    finally:
+        await world.close()
+    with pytest.raises(WorldConfigError, match="prepare"):
+        PostgresWorld(with_query(pg_url, prepare="sometimes"))
+
+
 async def test_hostile_values_reach_the_database_only_as_parameters(pg_url: str, schema_name: str) -> None:
     url = with_query(pg_url, schema=schema_name)
     world = PostgresWorld(url)
