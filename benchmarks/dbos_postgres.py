@@ -31,7 +31,7 @@ POLL_SECONDS = 0.05
 
 
 def _define() -> dict[str, Any]:
-    from dbos import DBOS, Queue
+    from dbos import DBOS
 
     @DBOS.step()
     async def work(i: int) -> int:
@@ -64,16 +64,17 @@ def _define() -> dict[str, Any]:
     def sequential_sync(n: int) -> int:
         return sum(work_sync(i) for i in range(n))
 
-    queue = Queue(QUEUE, polling_interval_sec=POLL_SECONDS)
     return {"DBOS": DBOS, "empty": empty, "sequential": sequential, "gather": gather, "empty_sync": empty_sync,
-            "sequential_sync": sequential_sync, "queue": queue}
+            "sequential_sync": sequential_sync}
 
 
-def _launch(url: str) -> dict[str, Any]:
+def _launch(url: str, *, queue: bool = False) -> dict[str, Any]:
     defs = _define()
     logging.getLogger("dbos").setLevel(logging.WARNING)
     defs["DBOS"](config={"name": "wf-bench", "system_database_url": url, "log_level": "WARNING"})
     defs["DBOS"].launch()
+    if queue:
+        defs["DBOS"].register_queue(QUEUE, polling_interval_sec=POLL_SECONDS, on_conflict="always_update")
     return defs
 
 
@@ -115,7 +116,7 @@ def latency(url: str, repeat: int) -> dict[str, Any]:
 
 def serve(url: str) -> None:
     """A DBOS process serving the queue until killed."""
-    _launch(url)
+    _launch(url, queue=True)
     print("ready", flush=True)
     while True:
         time.sleep(3600)

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import secrets
 import statistics
 import subprocess
@@ -37,10 +38,11 @@ from wf.world_postgres.world import PostgresWorld, drop_schema
 from wf.world_testing.stores import with_query
 
 from . import workloads as w
-from .harness import ROOT, WORKLOADS_FILE
+from .harness import ROOT, WORKLOADS_FILE, cpu_seconds, cpu_shares, machine_cpu_ticks
 
 
 def _server_counters(url: str) -> dict[str, float]:
+    time.sleep(1.5)  # backends report their counters at most once a second (PostgreSQL 15)
     conninfo = url.split("?", 1)[0]
     with psycopg.connect(conninfo, autocommit=True) as conn:
         row = conn.execute("SELECT xact_commit, tup_inserted + tup_updated + tup_deleted FROM pg_stat_database "
@@ -96,17 +98,24 @@ def throughput(url: str, workers: int, runs: int = 1000, steps: int = 4) -> dict
                                "--concurrency", "200"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL) for _ in range(workers)]
 
+    cpu: dict[str, float] = {}
+
     async def drive() -> float:
         world = PostgresWorld(url)
         wf.configure(world=world)
         await started_world(world)
         try:
             await asyncio.sleep(2.0)  # the workers start
+            before = _cpu_now([p.pid for p in procs])
             t0 = time.perf_counter()
             handles = [await wf.start_async(w.sequential, steps) for _ in range(runs)]
             for handle in handles:
                 await handle.result_async(timeout=900)
-            return time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            after = _cpu_now([p.pid for p in procs])
+            cpu.update({key: after[key] - before[key] for key in after if key != "ticks"})
+            cpu["idle_pct"] = (cpu_shares(before["ticks"], after["ticks"]) or {}).get("idle_pct", float("nan"))
+            return seconds
         finally:
             await world.close()
 
@@ -117,7 +126,31 @@ def throughput(url: str, workers: int, runs: int = 1000, steps: int = 4) -> dict
             proc.terminate()
         for proc in procs:
             proc.wait(30)
-    return {"workers": workers, "runs": runs, "seconds": seconds, "steps_per_s": runs * steps / seconds}
+    n = runs * steps
+    return {"workers": workers, "runs": runs, "seconds": seconds, "steps_per_s": n / seconds,
+            # Where the CPU went, per step (ms): wf's worker processes, the PostgreSQL server's
+            # processes, and this process (starting the runs and waiting for their results).
+            "cpu_ms_per_step": {key: round(cpu[key] * 1000 / n, 3) for key in ("workers", "postgres", "client")},
+            "machine_idle_pct": cpu["idle_pct"]}
+
+
+def _postgres_pids() -> list[int]:
+    """The PostgreSQL server processes on this machine (their command name is `postgres`)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() == "postgres":
+                    pids.append(int(entry))
+    return pids
+
+
+def _cpu_now(workers: list[int]) -> dict[str, Any]:
+    """CPU seconds used so far by the workers, the server (its live processes) and this process."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"workers": sum(cpu_seconds(pid) or 0.0 for pid in workers),
+            "postgres": sum(cpu_seconds(pid) or 0.0 for pid in _postgres_pids()),
+            "client": usage.ru_utime + usage.ru_stime, "ticks": machine_cpu_ticks()}
 
 
 def _dbos(python: str, url: str, *args: str) -> dict[str, Any] | str:

@@ -84,8 +84,11 @@ class Run:
     async def result_async(self, timeout: float | None = None) -> Any:
         """Wait for the run to end and return its output (raises its failure or cancellation)."""
         world = await self._w()
-        await self._get(resolve_data=False)  # unknown id: RunNotFoundError now
-        run = await world.wait_for_end(self.id, timeout=timeout)
+        try:
+            run = await world.wait_for_end(self.id, timeout=timeout)
+        except NotFoundError:
+            await self._get(resolve_data=False)  # unknown id: RunNotFoundError (after a lazy start's grace)
+            run = await world.wait_for_end(self.id, timeout=timeout)
         if run is None:
             status = (await self._get(resolve_data=False)).status
             raise TimeoutError(f"run {self.id} is still {status} after {timeout} s")

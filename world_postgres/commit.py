@@ -73,10 +73,11 @@ class Retry(Exception):
 class Writer:
     """Runs `commit_events` against one schema's tables."""
 
-    def __init__(self, schema: str, channel: str) -> None:
+    def __init__(self, schema: str, channel: str, runs_channel: str) -> None:
         s = f'"{schema}"'
         self.schema = schema
         self.channel = channel
+        self.runs_channel = runs_channel
         self.cache = RunCache()
         self._cached_sql: dict[tuple[tuple[str, ...], bool, bool], str] = {}
         self.sql_run = (f"SELECT {rows.columns(rows.RUN_COLUMNS, True)}, last_event_id FROM {s}.runs "
@@ -219,7 +220,8 @@ class Writer:
         if not recorded_all or any(not recorded for _, recorded in outcomes):
             return None  # something was skipped as a conflict: judged again on fresh state
         results = batch_results(state, outcomes)
-        kinds, params = cached_write_params(run_id, loaded, recorded_all, count, self.channel)
+        kinds, params = cached_write_params(run_id, loaded, recorded_all, count, self.channel,
+                                            self.runs_channel)
         ended = bool(state.run and state.run.status.terminal)
         key = (kinds, ended, new)
         sql = self._cached_sql.get(key)
@@ -301,9 +303,9 @@ class Writer:
                     await cur.executemany(self.sql_upsert[kind], entity_rows[kind])
             if run.status.terminal:
                 await cur.execute("SELECT pg_notify(%s, %s), pg_notify(%s, %s)",
-                                  (self.channel, f"r:{run_id}", self.channel, f"e:{run_id}"))
+                                  (self.runs_channel, f"r:{run_id}", self.channel, f"e:{run_id}"))
             else:
-                await cur.execute("SELECT pg_notify(%s, %s)", (self.channel, f"r:{run_id}"))
+                await cur.execute("SELECT pg_notify(%s, %s)", (self.runs_channel, f"r:{run_id}"))
 
 
 

@@ -1,8 +1,11 @@
 """Wake-ups across processes: one LISTEN connection per World, in a thread of its own.
 
 Writers send `pg_notify(channel, key)` in the transaction that changes something (keys:
-`q` the queue, `r:<run>` a run's log, `e:<run>` a run's end, `s:<run>:<hash>` a stream,
-`x` nothing: used to stop the thread); the server delivers it at commit. The listener
+`q` the queue, `e:<run>` a run's end, `s:<run>:<hash>` a stream, `x` nothing: used to stop
+or nudge the thread); the server delivers it at commit. A run's log changing (`r:<run>`,
+every commit) goes to a channel of its own (`<channel>_r`), which a process LISTENs to only
+once something in it waits on a run's log (`Listener.watch_runs`): a worker driving its runs
+itself then never wakes for the other workers' writes. The listener
 thread blocks on its connection and wakes this process's waiters (`Hub`), whatever event
 loop they wait on. Notifications are hints: a lost one costs latency, never correctness
 (every waiter also looks again after a jittered pause), and after a reconnect every
@@ -22,6 +25,7 @@ import logging
 import random
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 
 import psycopg
@@ -32,8 +36,10 @@ from .database import CONNECT_OPTIONS
 log = logging.getLogger("wf.world_postgres")
 
 
-def channel_name(schema: str) -> str:
-    return f"wf_{schema}"
+def channel_name(schema: str, suffix: str = "") -> str:
+    """The schema's notification channel (`suffix` "_r": its runs' logs), at most 63 bytes."""
+    name = f"wf_{schema}{suffix}"
+    return name if len(name) <= 63 else f"wf_{zlib.crc32(schema.encode()):08x}{suffix}"
 
 
 class Waiter:
@@ -104,7 +110,11 @@ class Listener:
         self.conninfo = conninfo
         self.schema = schema
         self.channel = channel_name(schema)
+        self.runs_channel = channel_name(schema, "_r")
         self.lock_space = lock_space
+        #: Whether this process wants the runs channel, and whether the live connection LISTENs to it.
+        self._runs_wanted = False
+        self.runs_listening = threading.Event()
         self.hub = hub
         #: This process's session number (0 until first connected).
         self.session_no = 0
@@ -160,6 +170,9 @@ class Listener:
             if not row or not row[0]:
                 raise RuntimeError(f"session lock {self.session_no} is held by another process")
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            if self._runs_wanted:
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.runs_channel)))
+                self.runs_listening.set()
             for worker_id, info in list(self.announced.items()):
                 conn.execute(sql.SQL("INSERT INTO {}.workers (worker_id, session_no, info) VALUES (%s, %s, %s::json) "
                                      "ON CONFLICT (worker_id) DO NOTHING").format(sql.Identifier(self.schema)),
@@ -201,13 +214,24 @@ class Listener:
                     lost_at = time.monotonic()
             finally:
                 self._conn = None
+                self.runs_listening.clear()
                 with contextlib.suppress(Exception):
                     conn.close()
+
+    def want_runs(self) -> None:
+        """Ask the thread to LISTEN to the runs channel too (`runs_listening` is set once it does)."""
+        self._runs_wanted = True
 
     def _listen(self, conn: psycopg.Connection) -> None:
         fire = self.hub.fire
         while not self._stop.is_set():
+            if self._runs_wanted and not self.runs_listening.is_set():
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.runs_channel)))
+                self.runs_listening.set()
+                self.hub.fire_all()  # a log may have grown before we listened: look again
             for note in conn.notifies(timeout=0.5):
                 fire(note.payload)
                 if self._stop.is_set():
                     return
+                if self._runs_wanted and not self.runs_listening.is_set():
+                    break  # LISTEN to the runs channel now (the nudge that asked for it arrived)

@@ -174,7 +174,7 @@ def cached_write_sql(schema: str, kinds: tuple[str, ...], *, ended: bool, new: b
                "updated_at = %(updated_at)s, event_count = %(count)s, last_event_id = %(last)s "
                "WHERE run_id = %(run)s AND event_count = %(expected)s RETURNING run_id)")
     parts = [run, *(_insert(schema, table) for table in ("events", *kinds))]
-    notify = "pg_notify(%(channel)s, %(r)s)" + (", pg_notify(%(channel)s, %(e)s)" if ended else "")
+    notify = "pg_notify(%(runs_channel)s, %(r)s)" + (", pg_notify(%(channel)s, %(e)s)" if ended else "")
     return "WITH " + ", ".join(parts) + f" SELECT {notify} FROM ru"
 
 
@@ -193,7 +193,7 @@ _ROW = {"steps": rows.step_params, "hooks": rows.hook_params, "waits": rows.wait
 
 
 def cached_write_params(run_id: str, loaded: Loaded, recorded: list[Event], expected: int,
-                        channel: str) -> tuple[tuple[str, ...], dict[str, Any]]:
+                        channel: str, runs_channel: str) -> tuple[tuple[str, ...], dict[str, Any]]:
     """The entity kinds the batch writes, and the statement's parameters."""
     state = loaded.state
     run = state.run
@@ -211,7 +211,8 @@ def cached_write_params(run_id: str, loaded: Loaded, recorded: list[Event], expe
         "run": run_id, "expected": expected, "status": run.status.value,
         "output": json_or_null(run.output, "run output"), "error": json_or_null(run.error, "run error"),
         "started_at": run.started_at, "completed_at": run.completed_at, "updated_at": run.updated_at,
-        "count": run.event_count, "last": loaded.last_event_id, "channel": channel, "r": f"r:{run_id}",
+        "count": run.event_count, "last": loaded.last_event_id, "channel": channel, "runs_channel": runs_channel,
+        "r": f"r:{run_id}",
         "e": f"e:{run_id}", "doc": orjson.dumps(doc).decode(), "workflow": run.workflow_name,
         "input": json_or_null(run.input, "run input"), "attributes": to_json(run.attributes, "run attributes"),
         "created_at": run.created_at,

@@ -69,7 +69,8 @@ class PostgresWorld(World):
         self.db = Database(self.conninfo, prepare=prepared_statements(url))
         self.hub = Hub()
         self.listener = Listener(self.conninfo, self.schema, self.lock_space, self.hub)
-        self._tables = Tables(self.db, self.schema, self.hub, Writer(self.schema, self.channel))
+        self._tables = Tables(self.db, self.schema, self.hub, Writer(self.schema, self.channel,
+                                                                           channel_name(self.schema, "_r")))
         self.runs = PgRuns(self._tables)
         self.steps = PgSteps(self._tables)
         self.events = PgEvents(self._tables)
@@ -85,13 +86,25 @@ class PostgresWorld(World):
         self.s = f'"{self.schema}"'
         self.db.first_use = self._first_use
         self.queue.session = self.session
-        self.events.session = self.session
+        self.events.session = self.watch_runs
         self.streams.session = self.session
 
     async def _first_use(self) -> None:
         if not self._schema_ready:
             await self.prepare_schema()
             self._schema_ready = True
+
+    async def watch_runs(self) -> int:
+        """`session()`, with the listener LISTENing to the runs channel (for `events.wait`)."""
+        session_no = await self.session()
+        if not self.listener.runs_listening.is_set():
+            self.listener.want_runs()
+            await self.db.run(self._nudge)  # the listener thread wakes on it and LISTENs
+            await asyncio.to_thread(self.listener.runs_listening.wait, 5.0)
+        return session_no
+
+    async def _nudge(self, conn: AsyncConnection, attempt: int) -> None:
+        await conn.execute("SELECT pg_notify(%s, 'x')", (self.channel,))
 
     async def session(self) -> int:
         """This process's session number, once the listener holds its session lock (started on demand)."""
@@ -179,9 +192,9 @@ class PostgresWorld(World):
         await self.session()
         with self.hub.subscribe(f"e:{run_id}") as waiter:
             while True:
-                run = await self.runs.get(run_id, resolve_data=False)
+                run = await self.runs.get(run_id)
                 if run.status.terminal:
-                    return await self.runs.get(run_id)
+                    return run
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     return None
@@ -287,7 +300,7 @@ class PostgresWorld(World):
                         if entities:
                             await cur.executemany(writer.sql_upsert[kind], [
                                 maker(entity, created[(entity_id, made)]) for entity_id, entity in entities.items()])
-                await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, f"r:{run_id}"))
+                await conn.execute("SELECT pg_notify(%s, %s)", (self.listener.runs_channel, f"r:{run_id}"))
                 return True
 
         return await self.db.run(op)
