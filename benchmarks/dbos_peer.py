@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import wf
+
 from . import workloads as w
 from .harness import in_process, repeat
 from .results import Row, mode_name
@@ -65,8 +67,21 @@ def _define() -> dict[str, Any]:
         blob = "x" * size
         return sum(len(r) for r in await asyncio.gather(*(d_echo(blob) for _ in range(n))))
 
+    @DBOS.step()
+    def d_work_sync(i: int) -> int:
+        return i
+
+    @DBOS.workflow()
+    def d_empty_sync() -> None:
+        return None
+
+    @DBOS.workflow()
+    def d_sequential_sync(n: int) -> int:
+        return sum(d_work_sync(i) for i in range(n))
+
     _dbos.update(DBOS=DBOS, empty=d_empty, sequential=d_sequential, gather=d_gather,
-                 payload_sequential=d_payload_sequential, payload_concurrent=d_payload_concurrent)
+                 payload_sequential=d_payload_sequential, payload_concurrent=d_payload_concurrent,
+                 empty_sync=d_empty_sync, sequential_sync=d_sequential_sync)
     return _dbos
 
 
@@ -81,6 +96,27 @@ PAIRS: list[tuple[str, Any, str, tuple[Any, ...], int, Any]] = [
     ("10 KB payloads, 10 sequential", w.payload_sequential, "payload_sequential", (10, PAYLOAD), 10, 10 * PAYLOAD),
     ("10 KB payloads, 10 concurrent", w.payload_concurrent, "payload_concurrent", (10, PAYLOAD), 10, 10 * PAYLOAD),
 ]
+
+
+#: The blocking APIs: wf.run(...) against DBOS.start_workflow(...).get_result() on sync workflows
+#: and steps, each called from a thread of its own (as a sync program would), timed inside it.
+SYNC_PAIRS: list[tuple[str, Any, str, tuple[Any, ...], int, Any]] = [
+    ("empty workflow, blocking API", w.empty, "empty_sync", (), 0, None),
+    ("50 sequential steps, blocking API", w.sequential, "sequential_sync", (50,), 50, 1225),
+]
+
+
+def _blocking_time(call: Callable[[], Any], what: str, expect: Any) -> float:
+    t0 = time.perf_counter()
+    result = call()
+    elapsed = time.perf_counter() - t0
+    if expect is not None and result != expect:
+        raise AssertionError(f"{what} returned {result!r}, expected {expect!r}")
+    return elapsed
+
+
+async def _blocking(call: Callable[[], Any], what: str, expect: Any) -> float:
+    return await asyncio.to_thread(_blocking_time, call, what, expect)
 
 
 async def _dbos_time(fn: Any, args: tuple[Any, ...], expect: Any) -> float:
@@ -104,6 +140,11 @@ async def run_dbos(repeats: int, progress: Callable[[str], None] = print) -> tup
                 samples = await repeat(lambda f=wf_fn, a=args, e=expect: env.time_run(f, *a, expect=e), repeats)
                 rows.append(Row("dbos", name, f"wf {mode}", samples, steps=steps))
                 progress(f"  dbos: {name} [wf {mode}] median {rows[-1].median_ms:.1f} ms")
+            for name, wf_fn, _key, args, steps, expect in SYNC_PAIRS:
+                samples = await repeat(lambda f=wf_fn, a=args, e=expect: _blocking(
+                    lambda: wf.run(f, *a), f"wf.run({f.__name__})", e), repeats)
+                rows.append(Row("dbos", name, f"wf {mode}", samples, steps=steps))
+                progress(f"  dbos: {name} [wf {mode}] median {rows[-1].median_ms:.1f} ms")
     try:
         defs = _define()
     except Exception as exc:  # noqa: BLE001 - reported, never faked
@@ -124,6 +165,11 @@ async def run_dbos(repeats: int, progress: Callable[[str], None] = print) -> tup
         label = f"DBOS {version('dbos')} (SQLite)"
         for name, _wf_fn, key, args, steps, expect in PAIRS:
             samples = await repeat(lambda f=defs[key], a=args, e=expect: _dbos_time(f, a, e), repeats)
+            rows.append(Row("dbos", name, label, samples, steps=steps))
+            progress(f"  dbos: {name} [{label}] median {rows[-1].median_ms:.1f} ms")
+        for name, _wf_fn, key, args, steps, expect in SYNC_PAIRS:
+            samples = await repeat(lambda f=defs[key], a=args, e=expect: _blocking(
+                lambda: dbos_cls.start_workflow(f, *a).get_result(), f"DBOS {f.__name__}", e), repeats)
             rows.append(Row("dbos", name, label, samples, steps=steps))
             progress(f"  dbos: {name} [{label}] median {rows[-1].median_ms:.1f} ms")
     except Exception as exc:  # noqa: BLE001 - reported, never faked

@@ -49,6 +49,8 @@ def _server_counters(url: str) -> dict[str, float]:
                            "WHERE datname = current_database()").fetchone()
         wal = conn.execute("SELECT wal_bytes, wal_records FROM pg_stat_wal").fetchone()
         statements = None
+        with contextlib.suppress(psycopg.Error):  # needs the library preloaded (tests/pg_server.py does)
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         with contextlib.suppress(psycopg.Error):
             statements = conn.execute("SELECT sum(calls) FROM pg_stat_statements "
                                       "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"

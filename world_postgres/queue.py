@@ -104,7 +104,6 @@ class PgQueue(Queue):
         self.sql_take = (f"SELECT {_MESSAGE} FROM {s}.take_message(%(queues)s::text[], %(lease_id)s, "
                          "%(lease)s::float8, %(holder)s)")
         self.sql_find_lease = f"SELECT {_MESSAGE} FROM {s}.queue WHERE lease_id = %s"
-        self.sql_next_due = f"SELECT min(due_at) - now() FROM {s}.queue WHERE queue = ANY(%s)"
         self.sql_reap = (
             f"WITH dead AS (UPDATE {s}.queue q SET due_at = now(), lease_until = now() "
             "WHERE q.lease_id IS NOT NULL AND q.lease_until > now() AND q.holder <> %(me)s AND NOT EXISTS ("
@@ -124,8 +123,11 @@ class PgQueue(Queue):
             f"AND q.lease_until > now() AND {dead_holder} RETURNING 1) "
             "SELECT count(*), pg_notify(%(channel)s, 'q') FROM m")
         self.lock_space = lock_space
-        self.sql_foreign_leases = (f"SELECT EXISTS (SELECT 1 FROM {s}.queue WHERE lease_id IS NOT NULL "
-                                   "AND holder <> %s AND lease_until > now())")
+        # How long a waiting take may sleep, in one statement: whether another process holds
+        # leases (whose holder may die: reap soon), and when the next message falls due.
+        self.sql_pause = (f"SELECT EXISTS (SELECT 1 FROM {s}.queue WHERE lease_id IS NOT NULL "
+                          f"AND holder <> %s AND lease_until > now()), "
+                          f"(SELECT min(due_at) - now() FROM {s}.queue WHERE queue = ANY(%s))")
         self.sql_ack = f"SELECT {s}.ack_message(%(id)s, %(lease_id)s, %(channel)s)"
         self.sql_nack = (
             f"WITH m AS (UPDATE {s}.queue q SET lease_id = NULL, lease_until = NULL, holder = NULL, again_at = NULL, "
@@ -256,14 +258,12 @@ class PgQueue(Queue):
                 row = await cur.fetchone()
                 if row and row[0]:
                     return 0.0
-            cur = await conn.execute(self.sql_foreign_leases, (me,))
+            cur = await conn.execute(self.sql_pause, (me, names))
             row = await cur.fetchone()
             if row and row[0]:
                 pause = min(pause, REAP_SECONDS)
-            cur = await conn.execute(self.sql_next_due, (names,))
-            row = await cur.fetchone()
-            if row and row[0] is not None:
-                pause = min(pause, max(row[0].total_seconds(), 0.0) + 0.001)
+            if row and row[1] is not None:
+                pause = min(pause, max(row[1].total_seconds(), 0.0) + 0.001)
             return pause
 
         return max(await self.db.run(op), 0.001)
