@@ -25,7 +25,7 @@ PAYLOAD = 10 * 1024
 _dbos: dict[str, Any] = {}
 
 
-def _define() -> dict[str, Any]:
+def define_peer_workflows() -> dict[str, Any]:
     """Import dbos and declare the peer workflows (once per process)."""
     if _dbos:
         return _dbos
@@ -146,7 +146,7 @@ async def run_dbos(repeats: int, progress: Callable[[str], None] = print) -> tup
                 rows.append(Row("dbos", name, f"wf {mode}", samples, steps=steps))
                 progress(f"  dbos: {name} [wf {mode}] median {rows[-1].median_ms:.1f} ms")
     try:
-        defs = _define()
+        defs = define_peer_workflows()
     except Exception as exc:  # noqa: BLE001 - reported, never faked
         return rows, f"dbos is not installed or failed to import: {type(exc).__name__}: {exc}"
     tmp = tempfile.mkdtemp(prefix="dbos-bench-")

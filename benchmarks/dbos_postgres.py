@@ -26,50 +26,14 @@ import sys
 import time
 from typing import Any
 
+from .dbos_peer import define_peer_workflows
+
 QUEUE = "wf_bench"
 POLL_SECONDS = 0.05
 
 
-def _define() -> dict[str, Any]:
-    from dbos import DBOS
-
-    @DBOS.step()
-    async def work(i: int) -> int:
-        return i
-
-    @DBOS.step()
-    def work_sync(i: int) -> int:
-        return i
-
-    @DBOS.workflow()
-    async def empty() -> None:
-        return None
-
-    @DBOS.workflow()
-    async def sequential(n: int) -> int:
-        total = 0
-        for i in range(n):
-            total += await work(i)
-        return total
-
-    @DBOS.workflow()
-    async def gather(n: int) -> int:
-        return sum(await asyncio.gather(*(work(i) for i in range(n))))
-
-    @DBOS.workflow()
-    def empty_sync() -> None:
-        return None
-
-    @DBOS.workflow()
-    def sequential_sync(n: int) -> int:
-        return sum(work_sync(i) for i in range(n))
-
-    return {"DBOS": DBOS, "empty": empty, "sequential": sequential, "gather": gather, "empty_sync": empty_sync,
-            "sequential_sync": sequential_sync}
-
-
 def _launch(url: str, *, queue: bool = False) -> dict[str, Any]:
-    defs = _define()
+    defs = define_peer_workflows()
     logging.getLogger("dbos").setLevel(logging.WARNING)
     defs["DBOS"](config={"name": "wf-bench", "system_database_url": url, "log_level": "WARNING"})
     defs["DBOS"].launch()
@@ -125,7 +89,7 @@ def serve(url: str) -> None:
 def throughput(url: str, workers: int, runs: int, steps: int = 4) -> dict[str, Any]:
     from dbos import DBOSClient
 
-    defs = _define()
+    defs = define_peer_workflows()
     name = defs["sequential"].dbos_function_name
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
     procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.dbos_postgres", "serve", "--url", url],
