@@ -140,4 +140,10 @@ async def test_a_workflow_limited_to_two_runs_never_has_three_in_progress_and_st
         spans.append((begin, end))
         starts.append(begin)
     assert most_at_once(spans) == 2
-    assert starts == sorted(starts)  # the rest waited in order
+    # The rest waited in order. Two runs granted slots at the same moment (the first two, or two
+    # waiters when two slots free together) record run_started in whichever order their workers
+    # get to it (a few ms apart on a loaded machine), so order is checked to within a fraction
+    # of the 0.3 s a run holds its slot: a run served out of turn would start a whole hold earlier.
+    late = [(i, j) for i in range(len(starts)) for j in range(i + 1, len(starts))
+            if starts[j] < starts[i] - timedelta(seconds=0.1)]
+    assert not late, late
