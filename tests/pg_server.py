@@ -112,11 +112,20 @@ class PgServer:
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                   "-m", "fast", "restart")
 
+    def made_here(self) -> bool:
+        """Whether `root` holds only what `start` puts there (a cluster, its log, its sockets)."""
+        try:
+            entries = list(self.root.iterdir())
+        except OSError:
+            return False
+        return all(e.name in ("data", "server.log") or e.name.startswith(".s.PGSQL.") for e in entries)
+
     def stop(self, *, remove: bool = True) -> None:
-        """Stop the server (fast) and remove its folder."""
+        """Stop the server (fast) and remove its folder, if the folder is one `start` made: a
+        wrong `--dir` (an empty one is the current folder) must never delete anything else."""
         if self.data.exists():
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop", check=False)
-        if remove:
+        if remove and self.made_here():
             shutil.rmtree(self.root, ignore_errors=True)
 
     @classmethod
@@ -132,6 +141,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("command", choices=["start", "stop"])
     parser.add_argument("--dir", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.dir is not None and not str(args.dir).strip(".").strip():
+        print("pg_server: --dir must name the server's folder (an empty value is the current folder)",
+              file=sys.stderr)
+        return 2
     if args.command == "start":
         server = PgServer(args.dir)
         try:
