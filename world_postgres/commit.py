@@ -82,18 +82,14 @@ class Writer:
         self._cached_sql: dict[tuple[tuple[str, ...], bool, bool], str] = {}
         self.sql_run = (f"SELECT {rows.columns(rows.RUN_COLUMNS, True)}, last_event_id FROM {s}.runs "
                         "WHERE run_id = %s FOR UPDATE")
+        # Per kind: the entities the batch names, or every one of a run small enough for its state
+        # to be complete (so that the fast lane, run_cache.py, may keep it).
+        small = f"EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = %(run)s AND event_count <= {COMPLETE_UP_TO})"
         self.sql_entities = {
-            "steps": f"SELECT {rows.columns(rows.STEP_COLUMNS, True)}, created_seq FROM {s}.steps "
-                     "WHERE run_id = %s AND step_id = ANY(%s)",
-            "hooks": f"SELECT {rows.HOOK_COLUMNS}, created_seq FROM {s}.hooks WHERE run_id = %s AND hook_id = ANY(%s)",
-            "waits": f"SELECT {rows.WAIT_COLUMNS}, created_seq FROM {s}.waits WHERE run_id = %s AND wait_id = ANY(%s)",
-        }
-        # Every entity of a run small enough to be complete (the fast lane's cache, run_cache.py).
-        small = f"EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = %s AND event_count <= {COMPLETE_UP_TO})"
-        self.sql_all_entities = {
-            kind: sql.replace(" AND step_id = ANY(%s)", "").replace(" AND hook_id = ANY(%s)", "")
-            .replace(" AND wait_id = ANY(%s)", "") + f" AND {small}"
-            for kind, sql in self.sql_entities.items()
+            kind: f"SELECT {cols}, created_seq FROM {s}.{kind} WHERE run_id = %(run)s AND ({key} = ANY(%(ids)s) "
+                  f"OR {small})"
+            for kind, cols, key in (("steps", rows.columns(rows.STEP_COLUMNS, True), "step_id"),
+                                    ("hooks", rows.HOOK_COLUMNS, "hook_id"), ("waits", rows.WAIT_COLUMNS, "wait_id"))
         }
         self.sql_token_live = f"SELECT run_id, hook_id FROM {s}.hooks WHERE token_hash = %s AND status = 'active'"
         self.sql_insert_event = (f"INSERT INTO {s}.events (run_id, seq, event_id, event_type, correlation_id, data, "
@@ -129,17 +125,16 @@ class Writer:
         self.sql_find_event = f"SELECT seq FROM {s}.events WHERE run_id = %s AND event_id = %s"
 
     async def _load(self, conn: AsyncConnection, run_id: str, events: list[Event]) -> Loaded:
-        """The run (locked) and the entities the events name: sent together, one round trip in a pipeline."""
+        """The run (locked) and the entities the events name (all of them for a small run): sent
+        together, one round trip in a pipeline."""
         wanted: dict[str, list[str]] = {}
         for event in events:
             kind = event_kind(event.event_type)
             if kind is not None and event.correlation_id:
                 wanted.setdefault(kind, []).append(event.correlation_id)
         run_cur = await conn.execute(self.sql_run, (run_id,))
-        entity_curs = [(kind, await conn.execute(self.sql_entities[kind], (run_id, list(dict.fromkeys(ids)))))
-                       for kind, ids in wanted.items()]
-        entity_curs += [(kind, await conn.execute(sql, (run_id, run_id)))
-                        for kind, sql in self.sql_all_entities.items()]
+        entity_curs = [(kind, await conn.execute(sql, {"run": run_id, "ids": sorted(set(wanted.get(kind, ())))}))
+                       for kind, sql in self.sql_entities.items()]
         row = await run_cur.fetchone()
         run = rows.run_from_row(row) if row is not None else None
         loaded = Loaded(RunState(run), row[12] if row is not None else "",
@@ -221,7 +216,7 @@ class Writer:
             return None  # something was skipped as a conflict: judged again on fresh state
         results = batch_results(state, outcomes)
         kinds, params = cached_write_params(run_id, loaded, recorded_all, count, self.channel,
-                                            self.runs_channel)
+                                            self.runs_channel, new=new)
         ended = bool(state.run and state.run.status.terminal)
         key = (kinds, ended, new)
         sql = self._cached_sql.get(key)

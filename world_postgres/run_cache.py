@@ -100,15 +100,14 @@ class RunCache:
         takes the fast lane too."""
         if not events or len(events) > COMPLETE_UP_TO or events[0].seq != 0 or events[-1].seq != len(events) - 1:
             return
-        state = fold(events)
-        run = state.run
-        if run is None:
-            return
         with self._lock:
             kept = self._entries.get(run_id)
             kept_run = kept.state.run if kept is not None else None
-            if kept_run is not None and kept_run.event_count >= run.event_count:
-                return
+            if kept_run is not None and kept_run.event_count >= len(events):
+                return  # as fresh already (the usual case for a run this process drives): no fold
+        state = fold(events)
+        if state.run is None:
+            return
         created: dict[tuple[str, str], int] = {}
         for event in events:
             kind = event_kind(event.event_type)
@@ -193,8 +192,9 @@ _ROW = {"steps": rows.step_params, "hooks": rows.hook_params, "waits": rows.wait
 
 
 def cached_write_params(run_id: str, loaded: Loaded, recorded: list[Event], expected: int,
-                        channel: str, runs_channel: str) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """The entity kinds the batch writes, and the statement's parameters."""
+                        channel: str, runs_channel: str, *, new: bool) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The entity kinds the batch writes, and the statement's parameters (a `new` run's whole
+    row; else only what a run's event changes: its input and attributes are written once)."""
     state = loaded.state
     run = state.run
     assert run is not None
@@ -213,8 +213,9 @@ def cached_write_params(run_id: str, loaded: Loaded, recorded: list[Event], expe
         "started_at": run.started_at, "completed_at": run.completed_at, "updated_at": run.updated_at,
         "count": run.event_count, "last": loaded.last_event_id, "channel": channel, "runs_channel": runs_channel,
         "r": f"r:{run_id}",
-        "e": f"e:{run_id}", "doc": orjson.dumps(doc).decode(), "workflow": run.workflow_name,
-        "input": json_or_null(run.input, "run input"), "attributes": to_json(run.attributes, "run attributes"),
-        "created_at": run.created_at,
+        "e": f"e:{run_id}", "doc": orjson.dumps(doc).decode(),
     }
+    if new:
+        params.update(workflow=run.workflow_name, input=json_or_null(run.input, "run input"),
+                      attributes=to_json(run.attributes, "run attributes"), created_at=run.created_at)
     return tuple(sorted(k for k in doc if k != "events")), params

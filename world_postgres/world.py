@@ -70,7 +70,7 @@ class PostgresWorld(World):
         self.hub = Hub()
         self.listener = Listener(self.conninfo, self.schema, self.lock_space, self.hub)
         self._tables = Tables(self.db, self.schema, self.hub, Writer(self.schema, self.channel,
-                                                                           channel_name(self.schema, "_r")))
+                                                                           self.listener.runs_channel))
         self.runs = PgRuns(self._tables)
         self.steps = PgSteps(self._tables)
         self.events = PgEvents(self._tables)
@@ -190,16 +190,19 @@ class PostgresWorld(World):
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         await self.session()
+        woken = False
         with self.hub.subscribe(f"e:{run_id}") as waiter:
             while True:
-                run = await self.runs.get(run_id)
+                # After the end's notification the run is read whole once; before it, without its
+                # payloads (a large input is not fetched on every look).
+                run = await self.runs.get(run_id, resolve_data=woken)
                 if run.status.terminal:
-                    return run
+                    return run if woken else await self.runs.get(run_id)
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     return None
                 pause = jittered(1.0)
-                await waiter.wait(pause if remaining is None else min(remaining, pause))
+                woken = await waiter.wait(pause if remaining is None else min(remaining, pause))
 
     # --- presence ---
 
